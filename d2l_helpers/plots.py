@@ -1,0 +1,131 @@
+"""Figures for the notebooks: the only module that imports matplotlib.
+
+* `show_images`: the book's grid of photos (``d2l.show_images``, for HWC uint8 arrays);
+* `LivePlot`: a `training.train_ch13` callback that redraws the book's live curves
+  (train loss, train acc, test acc) in a notebook, or does nothing elsewhere;
+* `plot_histories`: several runs' curves on shared axes (fine-tune vs scratch);
+* `plot_confusion`: a 2 x 2 confusion matrix with counts.
+
+Example:
+    >>> from d2l_helpers.plots import LivePlot
+    >>> history = train_fine_tuning(net, 7.8125e-5, callback=LivePlot())   # doctest: +SKIP
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as onp
+
+
+def _to_numpy(img):
+    if hasattr(img, "asnumpy"):
+        img = img.asnumpy()
+    return onp.asarray(img)
+
+
+def show_images(imgs: Sequence, num_rows: int, num_cols: int,
+                titles: Sequence[str] | None = None, scale: float = 1.5):
+    """Plot a grid of images (HWC uint8 or float in [0, 1]); returns the axes."""
+    fig, axes = plt.subplots(num_rows, num_cols,
+                             figsize=(num_cols * scale, num_rows * scale), squeeze=False)
+    axes = axes.ravel()
+    for i, ax in enumerate(axes):
+        ax.axis("off")
+        if i < len(imgs):
+            ax.imshow(_to_numpy(imgs[i]))
+            if titles is not None and i < len(titles):
+                ax.set_title(titles[i], fontsize=8)
+    fig.tight_layout()
+    return axes
+
+
+def denormalize(tensor, mean: Sequence[float], std: Sequence[float]) -> onp.ndarray:
+    """Undo ``ToTensor`` + ``Normalize``: CHW float -> HWC float in [0, 1] for display."""
+    x = _to_numpy(tensor).transpose(1, 2, 0)
+    return onp.clip(x * onp.asarray(std) + onp.asarray(mean), 0, 1)
+
+
+class LivePlot:
+    """A `training.train_ch13` callback drawing the book's animated curves.
+
+    In a notebook it redraws one figure in place after each logging point (about five
+    times an epoch). Outside IPython it draws nothing; the returned History has the numbers.
+    """
+
+    def __init__(self, title: str | None = None, figsize=(4.5, 3)):
+        self.title, self.figsize = title, figsize
+        self.points: dict[str, list[tuple[float, float]]] = {
+            "train loss": [], "train acc": [], "test acc": []}
+        self._handle = None
+        try:
+            from IPython import get_ipython
+
+            self.enabled = get_ipython() is not None
+        except ImportError:
+            self.enabled = False
+
+    def __call__(self, event: str, history, epoch: float, train_loss: float,
+                 train_acc: float, test_acc: float | None = None) -> None:
+        if event == "batch":
+            self.points["train loss"].append((epoch, train_loss))
+            self.points["train acc"].append((epoch, train_acc))
+        elif event == "epoch":
+            self.points["test acc"].append((epoch, test_acc))
+        if self.enabled:
+            self.draw(history.config.get("num_epochs"))
+
+    def figure(self, num_epochs: int | None = None):
+        fig, ax = plt.subplots(figsize=self.figsize)
+        for (label, pts), style in zip(self.points.items(), ("-", "m--", "g-.")):
+            if pts:
+                xs, ys = zip(*pts)
+                ax.plot(xs, ys, style, label=label, marker="o" if label == "test acc" else None)
+        ax.set_xlabel("epoch")
+        if num_epochs:
+            ax.set_xlim(0, num_epochs)
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="best", fontsize=8)
+        if self.title:
+            ax.set_title(self.title)
+        return fig
+
+    def draw(self, num_epochs: int | None = None) -> None:
+        from IPython import display
+
+        fig = self.figure(num_epochs)
+        if self._handle is None:
+            self._handle = display.display(fig, display_id=True)
+        else:
+            self._handle.update(fig)
+        plt.close(fig)
+
+
+def plot_histories(histories: dict, metric: str = "test_acc", ax=None):
+    """One line per run (``{label: History}``) of ``metric`` against the epoch."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.5, 3))
+    for label, h in histories.items():
+        ax.plot(h.epoch, getattr(h, metric), marker="o", label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_confusion(matrix, class_names: Sequence[str], ax=None):
+    """A confusion matrix (rows: true class, columns: predicted) with counts in the cells."""
+    m = onp.asarray(matrix)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(3.2, 3))
+    ax.imshow(m, cmap="Blues")
+    ax.set_xticks(range(len(class_names)), class_names)
+    ax.set_yticks(range(len(class_names)), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            ax.text(j, i, int(m[i, j]), ha="center", va="center",
+                    color="white" if m[i, j] > m.max() / 2 else "black")
+    return ax

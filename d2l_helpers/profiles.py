@@ -1,0 +1,75 @@
+"""Run profiles: how much of the book's recipe a run can afford on this hardware.
+
+=======  =====================================================================
+profile  what it changes from the book's recipe
+=======  =====================================================================
+full     nothing: 224 px crops, batch 128, 5 epochs, every image (for GPUs)
+cpu      smaller crops and fewer epochs so the whole module runs in minutes on
+         a 2-core laptop; every image is still used
+ci       a few images per class at a small size: checks the code, not the science
+=======  =====================================================================
+
+The learning rates stay the book's in every profile. They are *per example*
+(``trainer.step(1)`` sums the batch's gradients), so they need no change when the
+batch size changes.
+
+The profile comes from ``D2L_PROFILE`` (``full``, ``cpu`` or ``ci``); without it, ``full``
+on a machine with a GPU and ``cpu`` otherwise.
+
+Example:
+    >>> from d2l_helpers.profiles import get_profile
+    >>> get_profile("full").image_size
+    224
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One run size. ``image_size`` is the crop the net sees; ``resize`` the test-time
+    resize before the centre crop (the book's 256 for 224); ``decode_size`` the short side
+    the photos are decoded to once, before any augmentation."""
+
+    name: str
+    image_size: int
+    resize: int
+    decode_size: int | None  # short side photos are decoded to once; None: as stored
+    batch_size: int
+    num_epochs: int
+    train_per_class: int | None  # None: every image
+    test_per_class: int | None
+    description: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PROFILES: dict[str, Profile] = {
+    "full": Profile("full", 224, 256, None, 128, 5, None, None,
+                    "the book's recipe: 224 px, batch 128, 5 epochs, all images"),
+    "cpu": Profile("cpu", 160, 183, 224, 64, 3, None, None,
+                   "laptop CPU: 160 px, batch 64, 3 epochs, all images"),
+    "ci": Profile("ci", 96, 110, 128, 32, 2, 24, 24,
+                  "CI smoke run: 96 px, batch 32, 2 epochs, 24 images per class"),
+}
+
+
+def default_profile_name() -> str:
+    """``full`` when a GPU is visible, else ``cpu``."""
+    from .runtime import num_gpus
+
+    return "full" if num_gpus() > 0 else "cpu"
+
+
+def get_profile(name: str | None = None) -> Profile:
+    """The named profile, else ``$D2L_PROFILE``, else the hardware default."""
+    name = name or os.environ.get("D2L_PROFILE") or default_profile_name()
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(
+            f"Unknown profile {name!r} (from D2L_PROFILE or the call). "
+            f"Choose one of: {', '.join(PROFILES)}.") from None

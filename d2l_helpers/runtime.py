@@ -1,0 +1,117 @@
+"""Threads, seeds and devices: the process-level settings every run needs.
+
+MXNet's CPU build sizes its OpenMP pool at start-up. On x86 it takes the number of
+processors and *halves* it, assuming every core is a pair of hyper-threads. On a 2-vCPU
+laptop or cloud VM that leaves one thread, so every convolution runs on half the machine.
+`configure_threads` sets ``MXNET_OMP_MAX_THREADS`` to the number of CPUs this process may
+use *before* MXNet is loaded; `d2l_helpers/__init__.py` calls it first thing, so a notebook
+that imports ``d2l_helpers`` before ``d2l``/``mxnet`` gets all its cores.
+
+Example:
+    >>> import d2l_helpers            # sets the thread count before mxnet loads
+    >>> from d2l_helpers.runtime import seed_everything, try_all_gpus
+    >>> seed_everything(0)
+    0
+    >>> try_all_gpus()                # [cpu(0)] on a machine without GPUs
+    [cpu(0)]
+"""
+from __future__ import annotations
+
+import os
+import platform
+import random
+import sys
+import warnings
+from typing import Any
+
+_THREAD_VARS = ("MXNET_OMP_MAX_THREADS", "OMP_NUM_THREADS")
+
+
+def available_cpus() -> int:
+    """Number of CPUs this process may run on (respects taskset/cgroup affinity)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def configure_threads(num_threads: int | None = None) -> int:
+    """Give MXNet's operators one OpenMP thread per available CPU.
+
+    Must run before ``import mxnet`` to take full effect. A value the user already set in
+    ``MXNET_OMP_MAX_THREADS`` or ``OMP_NUM_THREADS`` is respected. If MXNet is already
+    loaded, the thread count is set through MXNet's C API and a warning says to import
+    ``d2l_helpers`` first next time.
+
+    Returns the thread count in force.
+    """
+    for var in _THREAD_VARS:
+        if os.environ.get(var) and num_threads is None:
+            return int(os.environ[var])
+    n = int(num_threads or available_cpus())
+    os.environ["MXNET_OMP_MAX_THREADS"] = str(n)
+    if "mxnet" in sys.modules:
+        import ctypes
+
+        import mxnet as mx
+
+        mx.base._LIB.MXSetNumOMPThreads(ctypes.c_int(n))
+        warnings.warn(
+            "mxnet was imported before d2l_helpers; set the thread count through the C API. "
+            "Import d2l_helpers first (or set MXNET_OMP_MAX_THREADS) for the full effect.",
+            stacklevel=2,
+        )
+    return n
+
+
+def seed_everything(seed: int) -> int:
+    """Seed Python's ``random``, NumPy and MXNet (all devices); return the seed.
+
+    Data order (the DataLoader's sampler uses NumPy), random crops (Python's ``random``),
+    flips and weight init (MXNet) all follow from it.
+    """
+    import numpy as onp
+
+    import mxnet as mx
+
+    random.seed(seed)
+    onp.random.seed(seed)
+    mx.random.seed(seed)
+    for i in range(num_gpus()):
+        mx.random.seed(seed, ctx=mx.gpu(i))
+    return seed
+
+
+def num_gpus() -> int:
+    """Number of GPUs MXNet can use (0 with the CPU build)."""
+    import mxnet as mx
+
+    try:
+        return mx.context.num_gpus()
+    except mx.base.MXNetError:  # CUDA build without a driver
+        return 0
+
+
+def try_all_gpus() -> list:
+    """Every visible GPU, or ``[mx.cpu()]`` when there is none (the book's ``d2l.try_all_gpus``)."""
+    import mxnet as mx
+
+    n = num_gpus()
+    return [mx.gpu(i) for i in range(n)] if n else [mx.cpu()]
+
+
+def hardware_info() -> dict[str, Any]:
+    """What this process runs on: CPUs, threads, GPUs, MXNet build, Python."""
+    import mxnet as mx
+
+    feats = mx.runtime.Features()
+    return {
+        "python": platform.python_version(),
+        "mxnet": mx.__version__,
+        "mxnet_cuda": feats.is_enabled("CUDA"),
+        "cpus": available_cpus(),
+        "omp_threads": int(os.environ.get("MXNET_OMP_MAX_THREADS")
+                           or os.environ.get("OMP_NUM_THREADS") or 0) or None,
+        "gpus": num_gpus(),
+        "machine": platform.machine(),
+    }
