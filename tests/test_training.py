@@ -1,0 +1,111 @@
+"""The training loop: batch splitting, multi-device updates, no rescaling, frozen params."""
+from __future__ import annotations
+
+import numpy as onp
+import pytest
+
+import mxnet as mx
+from mxnet import autograd, gluon, init, nd
+from mxnet.gluon import nn
+
+from d2l_helpers.training import History, split_batch, train_batch_ch13, train_ch13
+
+
+def small_net(ctx):
+    """A net without BatchNorm, so a split batch gives exactly the full batch's gradient."""
+    net = nn.HybridSequential()
+    net.add(nn.Conv2D(4, 3, padding=1, activation="relu", in_channels=3), nn.GlobalAvgPool2D(),
+            nn.Dense(2, in_units=4))
+    net.initialize(init.Xavier(), ctx=ctx)
+    return net
+
+
+def batch(n=10, seed=0):
+    rng = onp.random.RandomState(seed)
+    return nd.array(rng.randn(n, 3, 8, 8)), nd.array(rng.randint(0, 2, n))
+
+
+@pytest.mark.parametrize("n,k", [(10, 2), (7, 2), (1, 2), (9, 4), (5, 1)])
+def test_split_covers_the_batch_exactly(n, k):
+    X, y = batch(n)
+    devices = [mx.cpu(i) for i in range(k)]
+    Xs, ys = split_batch(X, y, devices)
+    assert len(Xs) == min(n, k)
+    assert sum(x.shape[0] for x in Xs) == n
+    assert max(x.shape[0] for x in Xs) - min(x.shape[0] for x in Xs) <= 1
+    onp.testing.assert_array_equal(nd.concat(*[x.as_in_context(mx.cpu()) for x in Xs],
+                                             dim=0).asnumpy(), X.asnumpy())
+    assert [x.context for x in Xs] == devices[:len(Xs)]
+
+
+def _one_step(devices, lr=0.05):
+    mx.random.seed(1)
+    net = small_net(devices)
+    params0 = [v.data(devices[0]).asnumpy() for v in net.collect_params().values()]
+    trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": lr})
+    X, y = batch(9)
+    loss_sum, correct = train_batch_ch13(net, X, y, gluon.loss.SoftmaxCrossEntropyLoss(),
+                                         trainer, devices)
+    after = [v.data(devices[1] if len(devices) > 1 else devices[0]).asnumpy()
+             for v in net.collect_params().values()]
+    return params0, after, float(loss_sum.asscalar()), float(correct.asscalar())
+
+
+def test_two_cpu_contexts_update_like_one_device():
+    p0_single, single, loss1, c1 = _one_step([mx.cpu(0)])
+    p0_multi, multi, loss2, c2 = _one_step([mx.cpu(0), mx.cpu(1)])
+    for k in range(len(single)):
+        onp.testing.assert_allclose(p0_single[k], p0_multi[k])
+        onp.testing.assert_allclose(multi[k], single[k], rtol=1e-5, atol=1e-6)
+        assert not onp.allclose(single[k], p0_single[k])  # the step did change the weights
+    assert loss1 == pytest.approx(loss2, rel=1e-5) and c1 == c2
+
+
+def test_step_is_not_rescaled_by_the_batch_size():
+    """w1 = w0 - lr * (sum of per-example gradients): lr is per example."""
+    ctx = [mx.cpu()]
+    mx.random.seed(2)
+    net = small_net(ctx)
+    X, y = batch(8)
+    loss = gluon.loss.SoftmaxCrossEntropyLoss()
+    with autograd.record():
+        l = loss(net(X), y)
+    l.backward()
+    dense = net[2]
+    w0, grad = dense.weight.data().asnumpy(), dense.weight.grad().asnumpy()
+    trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.01})
+    train_batch_ch13(net, X, y, loss, trainer, ctx)
+    onp.testing.assert_allclose(dense.weight.data().asnumpy(), w0 - 0.01 * grad, rtol=1e-5,
+                                atol=1e-7)
+
+
+def test_frozen_parameters_stay_put():
+    ctx = [mx.cpu()]
+    net = small_net(ctx)
+    for p in net[0].collect_params().values():
+        p.grad_req = "null"
+    frozen = net[0].weight.data().asnumpy()
+    head = net[2].weight.data().asnumpy()
+    trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.1})
+    X, y = batch(6)
+    train_batch_ch13(net, X, y, gluon.loss.SoftmaxCrossEntropyLoss(), trainer, ctx)
+    onp.testing.assert_array_equal(net[0].weight.data().asnumpy(), frozen)
+    assert not onp.allclose(net[2].weight.data().asnumpy(), head)
+
+
+def test_train_ch13_with_fewer_than_five_batches_returns_history():
+    ctx = [mx.cpu()]
+    net = small_net(ctx)
+    X, y = batch(12)
+    train_iter = gluon.data.DataLoader(gluon.data.ArrayDataset(X, y), batch_size=5)
+    assert len(train_iter) == 3  # the book's train_ch13 divides by num_batches // 5 == 0
+    events = []
+    history = train_ch13(net, train_iter, train_iter, gluon.loss.SoftmaxCrossEntropyLoss(),
+                         gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.01}),
+                         2, ctx, callback=lambda e, h, **kw: events.append((e, kw["epoch"])),
+                         progress=False)
+    assert history.epoch == [1, 2] and len(history.test_acc) == 2
+    assert all(0 <= a <= 1 for a in history.train_acc + history.test_acc)
+    assert ("epoch", 2) in events and sum(e == "batch" for e, _ in events) == 6
+    again = History.from_dict(history.to_dict())
+    assert again.test_acc == history.test_acc and "loss" in again.summary()
