@@ -129,3 +129,17 @@ def plot_confusion(matrix, class_names: Sequence[str], ax=None):
             ax.text(j, i, int(m[i, j]), ha="center", va="center",
                     color="white" if m[i, j] > m.max() / 2 else "black")
     return ax
+
+
+def use_png(dpi: int = 80) -> None:
+    """Inline figures as PNG at a modest dpi, so executed notebooks stay small in git."""
+    import matplotlib
+
+    matplotlib.rcParams["figure.dpi"] = dpi
+    matplotlib.rcParams["savefig.dpi"] = dpi
+    try:
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
+
+        set_matplotlib_formats("png")
+    except ImportError:  # outside Jupyter
+        pass
