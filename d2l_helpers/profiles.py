@@ -52,8 +52,8 @@ PROFILES: dict[str, Profile] = {
                     "the book's recipe: 224 px, batch 128, 5 epochs, all images"),
     "cpu": Profile("cpu", 160, 183, 224, 64, 3, None, None,
                    "laptop CPU: 160 px, batch 64, 3 epochs, all images"),
-    "ci": Profile("ci", 96, 110, 128, 32, 2, 24, 24,
-                  "CI smoke run: 96 px, batch 32, 2 epochs, 24 images per class"),
+    "ci": Profile("ci", 96, 110, 128, 32, 3, 125, 50,
+                  "CI: 96 px, batch 32, 3 epochs, 125 train / 50 test images per class"),
 }
 
 
