@@ -59,3 +59,36 @@ def dataset_predictions(net, dataset, transform, devices: Sequence | None = None
     """Probabilities and labels for every image of a `data.HotdogImages` split."""
     images = [dataset[i][0] for i in range(len(dataset))]
     return predict_proba(net, images, transform, devices), onp.asarray(dataset.labels)
+
+
+def load_classifier(run_name: str = "finetune", devices: Sequence | None = None):
+    """The hot-dog classifier saved as run ``run_name`` (notebook 04), ready to predict.
+
+    Returns ``(net, transform, class_names, run)``: the 2-class net with the saved
+    parameters, the test transform it was evaluated with, and the `runs.SavedRun`.
+    """
+    import mxnet as mx
+
+    from .backbones import backbone_spec, get_backbone
+    from .data import CLASSES
+    from .profiles import get_profile
+    from .runs import load_run
+    from .transforms import test_augs
+
+    saved = load_run(run_name)
+    cfg = saved.history.config
+    if saved.params_file is None:
+        raise FileNotFoundError(f"Run {run_name!r} at {saved.path} has no net.params; "
+                                "re-run the notebook that trained it.")
+    ctx = (devices or [mx.cpu()])[0]
+    net = get_backbone(cfg["backbone"], pretrained=False, classes=len(CLASSES), ctx=ctx)
+    net.load_parameters(str(saved.params_file), ctx=ctx)
+    prof, spec = get_profile(cfg["profile"]), backbone_spec(cfg["backbone"])
+    return net, test_augs(prof.image_size, prof.resize, spec.mean, spec.std), list(CLASSES), saved
+
+
+def classify(net, image, transform, class_names: Sequence[str]) -> tuple[str, float]:
+    """The predicted class name of one HWC uint8 image and its probability."""
+    p = predict_proba(net, [image], transform)[0]
+    k = int(p.argmax())
+    return class_names[k], float(p[k])

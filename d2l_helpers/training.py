@@ -119,12 +119,13 @@ def evaluate_accuracy_gpus(net, data_iter, devices: Sequence | None = None,
         pending += [_correct(net(x), t) for x, t in zip(Xs, ys)]
         total += y.shape[0]
     for c in pending:
-        correct += float(c.asscalar() if hasattr(c, "asscalar") else c.item())
+        correct += _scalar(c)
     return correct / max(total, 1)
 
 
 def _scalar(a) -> float:
-    return float(a.asscalar() if hasattr(a, "asscalar") else a.item())
+    """One number from a one-element MXNet array (classic ``nd`` or ``np`` mode); syncs."""
+    return float(a.asnumpy().item())
 
 
 def train_ch13(net, train_iter, test_iter, loss, trainer, num_epochs: int,

@@ -3,4 +3,6 @@
 # and every notebook executed by nbval (ci profile unless D2L_PROFILE says otherwise).
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 export D2L_PROFILE="${D2L_PROFILE:-ci}"
+# Runs saved by notebook 04 and read by 05-07 during the test session.
+export D2L_RUNS_DIR="${D2L_RUNS_DIR:-$REPO/build/test-runs}"
 python -m pytest "$@"
