@@ -151,7 +151,8 @@ def get_backbone(name: str, pretrained: bool = True, classes: int = 1000, ctx=No
     raise ValueError(f"Unknown backbone {name!r}; choose one of {BACKBONES}")
 
 
-def build_finetune_net(name: str, classes: int = 2, head_lr_mult: float = 10.0, ctx=None):
+def build_finetune_net(name: str, classes: int = 2, head_lr_mult: float = 10.0, ctx=None,
+                       seed: int | None = None):
     """The book's fine-tuning net, from freshly loaded ImageNet weights.
 
     Equivalent to::
@@ -163,11 +164,16 @@ def build_finetune_net(name: str, classes: int = 2, head_lr_mult: float = 10.0, 
         for p in finetune_net.output.collect_params().values():
             p.lr_mult = 10
 
-    Returns ``(finetune_net, pretrained_net)``; the two share ``.features``.
+    Returns ``(finetune_net, pretrained_net)``; the two share ``.features``. With ``seed``
+    everything is seeded first, so the new head's random init is reproducible.
     """
     import mxnet as mx
     from mxnet import init
 
+    from .runtime import seed_everything
+
+    if seed is not None:
+        seed_everything(seed)
     ctx = ctx or mx.cpu()
     pretrained_net = get_backbone(name, pretrained=True, ctx=ctx)
     finetune_net = get_backbone(name, pretrained=False, classes=classes, ctx=ctx)
@@ -178,11 +184,18 @@ def build_finetune_net(name: str, classes: int = 2, head_lr_mult: float = 10.0, 
     return finetune_net, pretrained_net
 
 
-def build_scratch_net(name: str, classes: int = 2, ctx=None):
-    """The same architecture with every weight random (Xavier), for the baseline."""
+def build_scratch_net(name: str, classes: int = 2, ctx=None, seed: int | None = None):
+    """The same architecture with every weight random (Xavier), for the baseline.
+
+    With ``seed`` everything is seeded first, so the random init is reproducible.
+    """
     import mxnet as mx
     from mxnet import init
 
+    from .runtime import seed_everything
+
+    if seed is not None:
+        seed_everything(seed)
     net = get_backbone(name, pretrained=False, classes=classes, ctx=ctx or mx.cpu())
     net.initialize(init=init.Xavier(), ctx=ctx or mx.cpu())
     return net

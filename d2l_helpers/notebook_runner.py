@@ -46,6 +46,8 @@ def run_notebooks(nb_dir: Path, output: Path | None, profile: str | None = None,
         secs = time.perf_counter() - start
         rows.append((nb_path.name, status, secs))
         print(f"{nb_path.name:<32}{status:<8}{secs:7.1f} s", flush=True)
+        for cell in nb.cells:  # keep outputs, drop per-run noise (timestamps) from git diffs
+            cell.metadata.pop("execution", None)
         dest = nb_path if output is None else output / nb_path.name
         dest.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, dest)

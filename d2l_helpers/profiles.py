@@ -4,8 +4,8 @@
 profile  what it changes from the book's recipe
 =======  =====================================================================
 full     nothing: 224 px crops, batch 128, 5 epochs, every image (for GPUs)
-cpu      smaller crops and fewer epochs so the whole module runs in minutes on
-         a 2-core laptop; every image is still used
+cpu      160 px crops and batch 32 so the whole module runs in minutes on a
+         2-core laptop; the book's 5 epochs, every image
 ci       a few images per class at a small size: checks the code, not the science
 =======  =====================================================================
 
@@ -50,8 +50,11 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     "full": Profile("full", 224, 256, None, 128, 5, None, None,
                     "the book's recipe: 224 px, batch 128, 5 epochs, all images"),
-    "cpu": Profile("cpu", 160, 183, 224, 64, 3, None, None,
-                   "laptop CPU: 160 px, batch 64, 3 epochs, all images"),
+    # Measured on 2 vCPUs (efficientnet_lite0, batch 32, seed 0, stand-in photos): test
+    # accuracy after 5 epochs 0.882 at 160 px (115 s) vs 0.856 at 128 px (76 s); batch 32
+    # trains faster than 64 here (28 vs 22 examples/s) and needs half the memory.
+    "cpu": Profile("cpu", 160, 183, 224, 32, 5, None, None,
+                   "laptop CPU: 160 px crops, batch 32, the book's 5 epochs, all images"),
     "ci": Profile("ci", 96, 110, 128, 32, 3, 125, 50,
                   "CI: 96 px, batch 32, 3 epochs, 125 train / 50 test images per class"),
 }

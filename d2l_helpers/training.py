@@ -236,5 +236,11 @@ def train_fine_tuning(net, learning_rate: float, batch_size: int | None = None,
               "batch_size": batch_size, "num_epochs": num_epochs, "seed": seed,
               "weight_decay": WEIGHT_DECAY, "image_size": prof.image_size,
               "trainable_params": trainable}
-    return train_ch13(net, train_iter, test_iter, loss, trainer, num_epochs, devices,
-                      callback=callback, progress=progress, config=config)
+    history = train_ch13(net, train_iter, test_iter, loss, trainer, num_epochs, devices,
+                         callback=callback, progress=progress, config=config)
+    if hybridize:
+        # static_alloc keeps a memory pool per input shape for as long as the net lives
+        # (1-2 GB at batch 64, 160 px); release it so a notebook that trains several nets
+        # does not hold every pool. The next call of the net builds what it needs.
+        net._clear_cached_op()
+    return history

@@ -27,7 +27,7 @@ def data_iters(shared_hotdog):
 
 
 def _finetune(seed, data_iters):
-    net, _ = build_finetune_net(BACKBONE)
+    net, _ = build_finetune_net(BACKBONE, seed=seed)
     return train_fine_tuning(net, FINETUNE_LR, profile="ci", backbone=BACKBONE, seed=seed,
                              data_iters=data_iters, progress=False)
 
@@ -36,7 +36,7 @@ def _finetune(seed, data_iters):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_pretrained_beats_scratch(seed, data_iters):
     finetuned = _finetune(seed, data_iters)
-    scratch = train_fine_tuning(build_scratch_net(BACKBONE), SCRATCH_LR, profile="ci",
+    scratch = train_fine_tuning(build_scratch_net(BACKBONE, seed=seed), SCRATCH_LR, profile="ci",
                                 backbone=BACKBONE, seed=seed, data_iters=data_iters,
                                 progress=False)
     assert finetuned.config["seed"] == scratch.config["seed"] == seed
