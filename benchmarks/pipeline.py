@@ -1,0 +1,261 @@
+"""Benchmark: the book's fine-tuning recipe vs d2l_helpers vs the raw compute ceiling.
+
+    python benchmarks/pipeline.py                       # efficientnet_lite0, 224 px, batch 128
+    python benchmarks/pipeline.py --epochs 1 --repeats 3 --out build/benchmark.json
+
+One command; each contender runs in its own worker process (so each gets the thread
+setting it would really have), the workers run interleaved (book, ours, ceiling, ours,
+ceiling, ...), and the parent prints a table, the ratios ours/book and ours/ceiling, and
+writes a JSON file. Same data (``HOTDOG_DIR``), backbone, image size, batch size and
+number of epochs for every contender.
+
+Contenders:
+
+* ``book``: the book's recipe as published (d2l 1.0.3): ``ImageFolderDataset`` ->
+  ``transform_first(train_augs)`` -> ``gluon.data.DataLoader``, ``net.hybridize()``,
+  ``d2l.train_batch_ch13`` and the loop of ``d2l.train_ch13``. Patched only to run here:
+  ``d2l.try_all_gpus()`` returns an empty list without a GPU (the book then crashes in
+  ``split_and_load``), so the devices fall back to ``[cpu()]``; the logging interval is ``max(1, num_batches // 5)`` (the book divides by zero with
+  fewer than five batches per epoch, as the 498 stand-in photos give at batch 128), and
+  the animated plot is left out (headless). MXNet's default CPU threads: MXNet halves the
+  processor count on x86, i.e. ``MXNET_OMP_MAX_THREADS = nproc // 2`` (set explicitly,
+  since importing d2l_helpers for the backbone would otherwise raise it).
+* ``ours``: ``d2l_helpers.training.train_fine_tuning`` on ``data.load_data_hotdog``
+  (photos decoded once, cached), all CPU threads, static-memory hybridization.
+* ``ceiling``: forward + backward + update of the same net on one batch already in memory:
+  what the machine can do with no input pipeline at all (all CPU threads).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _book_loop(net, train_iter, test_iter, loss, trainer, num_epochs, devices):
+    """d2l.train_ch13 (d2l 1.0.3) minus the Animator, with the // 5 guarded."""
+    from d2l import mxnet as d2l
+
+    num_batches, seen, train_time, eval_time = len(train_iter), 0, 0.0, 0.0
+    for epoch in range(num_epochs):
+        metric = d2l.Accumulator(4)
+        start = time.perf_counter()
+        for i, (features, labels) in enumerate(train_iter):
+            l, acc = d2l.train_batch_ch13(net, features, labels, loss, trainer, devices)
+            metric.add(l, acc, labels.shape[0], labels.size)
+            if (i + 1) % max(1, num_batches // 5) == 0 or i == num_batches - 1:
+                pass  # the book feeds its Animator here
+        train_time += time.perf_counter() - start
+        seen += metric[2]
+        start = time.perf_counter()
+        test_acc = d2l.evaluate_accuracy_gpus(net, test_iter)
+        eval_time += time.perf_counter() - start
+    return {"train_examples": seen, "train_seconds": train_time, "eval_seconds": eval_time,
+            "test_acc": test_acc, "train_loss": metric[0] / metric[2]}
+
+
+def worker_book(a) -> dict:
+    import mxnet as mx
+    from mxnet import gluon, init, npx
+
+    npx.set_np()
+    from d2l import mxnet as d2l
+
+    from d2l_helpers.backbones import backbone_spec, get_backbone
+
+    spec = backbone_spec(a.backbone)
+    T = gluon.data.vision.transforms
+    normalize = T.Normalize(list(spec.mean), list(spec.std))
+    train_augs = T.Compose([T.RandomResizedCrop(a.image_size), T.RandomFlipLeftRight(),
+                            T.ToTensor(), normalize])
+    test_augs = T.Compose([T.Resize(a.resize), T.CenterCrop(a.image_size), T.ToTensor(),
+                           normalize])
+    root = os.environ["HOTDOG_DIR"]
+    train_imgs = gluon.data.vision.ImageFolderDataset(os.path.join(root, "train"))
+    test_imgs = gluon.data.vision.ImageFolderDataset(os.path.join(root, "test"))
+    mx.random.seed(a.seed)
+    pretrained_net = get_backbone(a.backbone, pretrained=True)
+    finetune_net = get_backbone(a.backbone, pretrained=False, classes=2)
+    finetune_net.features = pretrained_net.features
+    finetune_net.output.initialize(init.Xavier())
+    for p in finetune_net.output.collect_params().values():
+        p.lr_mult = 10
+    train_iter = gluon.data.DataLoader(train_imgs.transform_first(train_augs), a.batch_size,
+                                       shuffle=True)
+    test_iter = gluon.data.DataLoader(test_imgs.transform_first(test_augs), a.batch_size)
+    devices = d2l.try_all_gpus() or [d2l.cpu()]  # patch: d2l 1.0.3 returns [] without a GPU
+    finetune_net.collect_params().reset_ctx(devices)
+    finetune_net.hybridize()
+    loss = gluon.loss.SoftmaxCrossEntropyLoss()
+    # The book's lr 0.01: d2l.train_batch_ch13 rescales by the batch size (step(batch)).
+    trainer = gluon.Trainer(finetune_net.collect_params(), "sgd",
+                            {"learning_rate": 0.01, "wd": 0.001})
+    out = _book_loop(finetune_net, train_iter, test_iter, loss, trainer, a.epochs, devices)
+    out["n_test"] = len(test_imgs)
+    return out
+
+
+def worker_ours(a) -> dict:
+    from d2l_helpers import configure_threads  # noqa: F401  (all CPU threads)
+    from d2l_helpers.backbones import backbone_spec, build_finetune_net
+    from d2l_helpers.data import load_data_hotdog
+    from d2l_helpers.training import train_fine_tuning
+
+    spec = backbone_spec(a.backbone)
+    start = time.perf_counter()
+    iters = load_data_hotdog(a.batch_size, a.image_size, a.resize, decode_size=a.resize,
+                             mean=spec.mean, std=spec.std)
+    load_seconds = time.perf_counter() - start
+    net, _ = build_finetune_net(a.backbone, seed=a.seed)
+    h = train_fine_tuning(net, 0.01 / a.batch_size, a.batch_size, a.epochs, backbone=a.backbone,
+                          seed=a.seed, data_iters=iters, progress=False)
+    train_seconds = sum(n / r for n, r in zip([len(iters[0]._dataset)] * len(h.epoch),
+                                              h.examples_per_sec))
+    return {"train_examples": len(iters[0]._dataset) * len(h.epoch),
+            "train_seconds": train_seconds, "eval_seconds": h.total_seconds - train_seconds,
+            "test_acc": h.test_acc[-1], "train_loss": h.train_loss[-1],
+            "n_test": len(iters[1]._dataset), "data_load_seconds": load_seconds}
+
+
+def worker_ceiling(a) -> dict:
+    from d2l_helpers import configure_threads  # noqa: F401
+    import mxnet as mx
+    from mxnet import autograd, gluon, nd
+
+    from d2l_helpers.backbones import build_scratch_net
+
+    net = build_scratch_net(a.backbone, seed=a.seed)
+    net.hybridize(static_alloc=True, static_shape=True)
+    trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 1e-6})
+    loss = gluon.loss.SoftmaxCrossEntropyLoss()
+    X = nd.random.normal(shape=(a.batch_size, 3, a.image_size, a.image_size))
+    y = nd.zeros(a.batch_size)
+    steps = a.ceiling_steps
+    warmup = 2  # the first steps build the graph and MKL-DNN's kernels: not counted
+    for i in range(steps + warmup):
+        if i == warmup:
+            start = time.perf_counter()
+        with autograd.record():
+            l = loss(net(X), y)
+        l.backward()
+        trainer.step(1)
+        l.wait_to_read()
+    train_seconds = time.perf_counter() - start
+    with autograd.predict_mode():
+        net(X).wait_to_read()  # builds the inference graph: not counted
+        start = time.perf_counter()
+        for _ in range(2):
+            net(X).wait_to_read()
+    return {"train_examples": steps * a.batch_size, "train_seconds": train_seconds,
+            "eval_seconds": time.perf_counter() - start, "n_test": 2 * a.batch_size}
+
+
+WORKERS = {"book": worker_book, "ours": worker_ours, "ceiling": worker_ceiling}
+
+
+def run_worker(name: str, args: argparse.Namespace) -> dict:
+    env = dict(os.environ)
+    if name == "book":
+        env["MXNET_OMP_MAX_THREADS"] = str(max(1, (os.cpu_count() or 2) // 2))
+    else:
+        env.pop("MXNET_OMP_MAX_THREADS", None)
+        env.pop("OMP_NUM_THREADS", None)
+    cmd = [sys.executable, __file__, "--worker", name] + [
+        f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
+        if k not in ("worker", "out", "repeats", "book_repeats") and v is not None]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, text=True, capture_output=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"worker {name} failed:\n{proc.stderr[-3000:]}")
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    res["process_seconds"] = time.perf_counter() - start
+    res["train_examples_per_sec"] = res["train_examples"] / res["train_seconds"]
+    res["eval_images_per_sec"] = res["n_test"] / res["eval_seconds"]
+    batches = -(-res["train_examples"] // args.batch_size)
+    res["seconds_per_epoch"] = res["train_seconds"] / max(1, args.epochs) + res["eval_seconds"] / max(1, args.epochs)
+    res["steps"] = batches
+    return res
+
+
+def summarise(runs: dict) -> dict:
+    keys = ["train_examples_per_sec", "eval_images_per_sec", "seconds_per_epoch",
+            "peak_rss_mb", "test_acc"]
+    out = {}
+    for name, rs in runs.items():
+        out[name] = {k: {"min": min(r[k] for r in rs), "median": statistics.median(r[k] for r in rs),
+                         "max": max(r[k] for r in rs)}
+                     for k in keys if all(k in r for r in rs)}
+        out[name]["repeats"] = len(rs)
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--worker", choices=list(WORKERS))
+    p.add_argument("--backbone", default="efficientnet_lite0")
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--resize", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--ceiling-steps", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeats", type=int, default=3, help="runs of ours and ceiling")
+    p.add_argument("--book-repeats", type=int, default=1, help="runs of the (slow) book recipe")
+    p.add_argument("--out", default=str(REPO / "build" / "benchmark.json"))
+    a = p.parse_args()
+    if a.worker:
+        res = WORKERS[a.worker](a)
+        res["peak_rss_mb"] = _peak_rss_mb()
+        print(json.dumps(res))
+        return 0
+    if not os.environ.get("HOTDOG_DIR"):
+        sys.exit("Set HOTDOG_DIR to the hot-dog photos (e.g. ../shared/data/hotdog).")
+    order = []
+    for i in range(max(a.repeats, a.book_repeats)):
+        if i < a.book_repeats:
+            order.append("book")
+        if i < a.repeats:
+            order += ["ours", "ceiling"]
+    runs: dict[str, list] = {"book": [], "ours": [], "ceiling": []}
+    for name in order:
+        r = run_worker(name, a)
+        runs[name].append(r)
+        print(f"{name:<8} train {r['train_examples_per_sec']:6.2f} ex/s  eval "
+              f"{r['eval_images_per_sec']:6.1f} img/s  {r['seconds_per_epoch']:6.1f} s/epoch  "
+              f"peak {r['peak_rss_mb']:6.0f} MB  test acc {r.get('test_acc', float('nan')):.3f}",
+              flush=True)
+    summary = summarise(runs)
+    med = {n: s["train_examples_per_sec"]["median"] for n, s in summary.items()}
+    ratios = {"ours/book train ex/s": med["ours"] / med["book"],
+              "ours/ceiling train ex/s": med["ours"] / med["ceiling"]}
+    print("\nmedians:")
+    for n, s in summary.items():
+        print(f"  {n:<8} " + ", ".join(f"{k} {v['median']:.3f}" for k, v in s.items()
+                                       if isinstance(v, dict)) + f" (n={s['repeats']})")
+    for k, v in ratios.items():
+        print(f"{k}: {v:.2f}")
+    result = {"args": {k: v for k, v in vars(a).items() if k != "worker"},
+              "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                          "python": platform.python_version()},
+              "runs": runs, "summary": summary, "ratios": ratios}
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(result, indent=1))
+    print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
