@@ -1,7 +1,8 @@
 """Command line: ``python -m d2l_helpers {info,prefetch,run}``.
 
 * ``info``: the profile, data set, backbone and devices a run would use.
-* ``prefetch``: fill the caches (data set, backbone weights) ahead of class; offline it
+* ``prefetch``: fill the caches (data set, backbone weights, decoded photos) ahead of class;
+  one line per item (ok / fetched / MISSING, path, MB, hash check); offline it
   names what is missing and where to put it.
 * ``run``: execute the notebooks headless into ``build/notebooks`` (or ``--in-place``) and
   write ``build/results.md`` from the results the notebooks saved.
@@ -25,24 +26,11 @@ def _cmd_info(args) -> int:
 
 
 def _cmd_prefetch(args) -> int:
-    from .backbones import BACKBONES, get_backbone
-    from .data import HotdogDataError, get_hotdog_dir
+    from .prefetch import format_table, prefetch
 
-    ok = True
-    try:
-        root = get_hotdog_dir()
-        print(f"data      ok  {root}")
-    except HotdogDataError as err:
-        ok = False
-        print(f"data      MISSING  {err}")
-    for name in BACKBONES:
-        try:
-            get_backbone(name, pretrained=True)
-            print(f"{name:<18}ok")
-        except Exception as err:  # report every backbone, then fail
-            ok = False
-            print(f"{name:<18}MISSING  {err}")
-    return 0 if ok else 1
+    results = prefetch(profile=args.profile, progressbar=sys.stderr.isatty())
+    print(format_table(results))
+    return 0 if all(r.ok for r in results) else 1
 
 
 def _cmd_run(args) -> int:
@@ -62,7 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile")
     p.add_argument("--backbone")
     p.set_defaults(func=_cmd_info)
-    p = sub.add_parser("prefetch", help="fill the data and weight caches")
+    p = sub.add_parser("prefetch", help="fill the data, weight and decoded-image caches")
+    p.add_argument("--profile", help="whose decoded-image caches (default: $D2L_PROFILE or by "
+                                     "hardware)")
     p.set_defaults(func=_cmd_prefetch)
     p = sub.add_parser("run", help="execute the notebooks headless")
     p.add_argument("--profile", help="full, cpu or ci (default: $D2L_PROFILE or by hardware)")
