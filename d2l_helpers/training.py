@@ -225,7 +225,10 @@ def train_fine_tuning(net, learning_rate: float, batch_size: int | None = None,
     train_iter, test_iter = data_iters
     net.collect_params().reset_ctx(devices)
     if hybridize:
-        net.hybridize(static_alloc=True, static_shape=True)
+        # static_alloc reuses one memory plan across batches (+13% examples/s at batch 64,
+        # 160 px on 2 vCPUs). static_shape as well would add another +14% but cost 40-70%
+        # more memory (22.8 GB at the book's batch 128, 224 px, on EfficientNet-Lite0).
+        net.hybridize(static_alloc=True)
     loss = gluon.loss.SoftmaxCrossEntropyLoss()
     trainer = gluon.Trainer(net.collect_params(), "sgd",
                             {"learning_rate": learning_rate, "wd": WEIGHT_DECAY})
@@ -239,8 +242,8 @@ def train_fine_tuning(net, learning_rate: float, batch_size: int | None = None,
     history = train_ch13(net, train_iter, test_iter, loss, trainer, num_epochs, devices,
                          callback=callback, progress=progress, config=config)
     if hybridize:
-        # static_alloc keeps a memory pool per input shape for as long as the net lives
-        # (1-2 GB at batch 64, 160 px); release it so a notebook that trains several nets
-        # does not hold every pool. The next call of the net builds what it needs.
+        # static_alloc keeps its memory pool for as long as the net lives (1-2 GB at
+        # batch 64, 160 px); release it so a notebook that trains several nets does not
+        # hold every pool. The next call of the net builds what it needs.
         net._clear_cached_op()
     return history
