@@ -26,6 +26,7 @@ def run_notebooks(nb_dir: Path, output: Path | None, profile: str | None = None,
     build = (output.parent if output is not None else nb_dir.parent / "build")
     os.environ["D2L_PROFILE"] = prof.name
     os.environ.setdefault("D2L_RUNS_DIR", str(build / "runs"))
+    os.environ["D2L_REPLAY"] = "0"   # the main job trains and saves every run (presenter mode off)
     notebooks = sorted(nb_dir.glob(pattern))
     if not notebooks:
         print(f"No notebooks matching {pattern} in {nb_dir}")
