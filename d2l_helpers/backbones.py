@@ -201,11 +201,17 @@ def build_scratch_net(name: str, classes: int = 2, ctx=None, seed: int | None = 
     return net
 
 
-def count_parameters(net, trainable_only: bool = False) -> int:
-    """Number of scalars in ``net``'s parameters (only those with ``grad_req != 'null'``)."""
+def count_parameters(net, trainable_only: bool = False, running_stats: bool = True) -> int:
+    """Number of scalars in ``net``'s parameters.
+
+    ``trainable_only``: only those with ``grad_req != 'null'``; ``running_stats=False``
+    leaves out BatchNorm's running mean and variance (statistics, not learnt weights).
+    """
     total = 0
-    for p in net.collect_params().values():
+    for name, p in net.collect_params().items():
         if trainable_only and p.grad_req == "null":
+            continue
+        if not running_stats and name.endswith(("running_mean", "running_var")):
             continue
         n = 1
         for d in p.shape:

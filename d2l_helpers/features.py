@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from typing import Callable, Sequence
 
-from .training import WEIGHT_DECAY, History, train_ch13
+from .training import WEIGHT_DECAY, History, run_config, train_ch13
 
 
 def extract_features(features, data_iter, devices: Sequence):
@@ -68,13 +68,13 @@ def train_head_on_features(net, learning_rate: float, batch_size: int | None = N
     """
     from mxnet import gluon
 
-    from .backbones import backbone_spec, count_parameters
+    from .backbones import backbone_spec
     from .data import HotdogImages, get_hotdog_dir
-    from .profiles import get_profile
+    from .profiles import resolve_profile
     from .runtime import seed_everything, try_all_gpus
     from .transforms import IMAGENET_MEAN, IMAGENET_STD, test_augs
 
-    prof = get_profile(profile if isinstance(profile, (str, type(None))) else profile.name)
+    prof = resolve_profile(profile)
     batch_size = batch_size or prof.batch_size
     num_epochs = num_epochs or prof.num_epochs
     devices = list(devices or try_all_gpus())
@@ -98,12 +98,8 @@ def train_head_on_features(net, learning_rate: float, batch_size: int | None = N
     head = net.output
     trainer = gluon.Trainer(head.collect_params(), "sgd",
                             {"learning_rate": learning_rate, "wd": WEIGHT_DECAY})
-    config = {"profile": prof.name, "backbone": backbone, "learning_rate": learning_rate,
-              "head_lr_mult": sorted({p.lr_mult for p in head.collect_params().values()})[0],
-              "batch_size": batch_size, "num_epochs": num_epochs, "seed": seed,
-              "weight_decay": WEIGHT_DECAY, "image_size": prof.image_size,
-              "trainable_params": count_parameters(head), "mode": "cached features",
-              "feature_seconds": feature_seconds}
+    config = run_config(net, prof, backbone, learning_rate, batch_size, num_epochs, seed)
+    config.update(mode="cached features", feature_seconds=feature_seconds)
     history = train_ch13(head, train_iter, test_iter, gluon.loss.SoftmaxCrossEntropyLoss(),
                          trainer, num_epochs, devices, callback=callback, progress=progress,
                          config=config)

@@ -76,3 +76,8 @@ def get_profile(name: str | None = None) -> Profile:
         raise ValueError(
             f"Unknown profile {name!r} (from D2L_PROFILE or the call). "
             f"Choose one of: {', '.join(PROFILES)}.") from None
+
+
+def resolve_profile(profile: "str | Profile | None" = None) -> Profile:
+    """``profile`` itself if it is a `Profile`, else `get_profile` of the name (or None)."""
+    return profile if isinstance(profile, Profile) else get_profile(profile)

@@ -115,3 +115,54 @@ def hardware_info() -> dict[str, Any]:
         "gpus": num_gpus(),
         "machine": platform.machine(),
     }
+
+
+def current_rss_mb() -> float:
+    """This process's resident memory now, in MB (Linux ``/proc``; else the peak so far)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class PeakRSS:
+    """Context manager sampling the process's RSS in a thread; ``.peak_mb`` is the highest.
+
+    The process-wide peak (``ru_maxrss``) only ever grows, so it cannot tell the second
+    of two runs in one notebook from the first; this samples every ``interval`` seconds
+    while the block runs. ``.start_mb`` is the RSS when the block began.
+
+    Example:
+        >>> with PeakRSS() as mem:
+        ...     big = bytearray(50 * 2**20)
+        >>> mem.peak_mb >= mem.start_mb
+        True
+    """
+
+    def __init__(self, interval: float = 0.05):
+        self.interval = interval
+        self.start_mb = self.peak_mb = 0.0
+        self._stop = None
+        self._thread = None
+
+    def __enter__(self) -> "PeakRSS":
+        import threading
+
+        self.start_mb = self.peak_mb = current_rss_mb()
+        self._stop = threading.Event()
+
+        def sample() -> None:
+            while not self._stop.wait(self.interval):
+                self.peak_mb = max(self.peak_mb, current_rss_mb())
+
+        self._thread = threading.Thread(target=sample, name="PeakRSS", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, current_rss_mb())

@@ -27,7 +27,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
-from .runtime import seed_everything, try_all_gpus
+from .runtime import PeakRSS, seed_everything, try_all_gpus
 
 # The book's fine-tuning recipe (0.01 and 0.1 for a batch of 128, per example here).
 FINETUNE_LR = 0.01 / 128      # 7.8125e-5
@@ -137,9 +137,8 @@ def train_ch13(net, train_iter, test_iter, loss, trainer, num_epochs: int,
     times an epoch, with ``epoch`` as a float, ``train_loss`` and ``train_acc`` so far) and
     ``"epoch"`` (after each evaluation): `plots.LivePlot` draws the book's live curves from
     it. ``progress`` shows a tqdm bar on stderr (default: when stderr is a terminal).
+    The process's peak RSS while training is recorded as ``config["peak_rss_mb"]``.
     """
-    from tqdm import tqdm
-
     devices = devices or try_all_gpus()
     history = History(config=dict(config or {}))
     history.config.setdefault("devices", [str(d) for d in devices])
@@ -148,6 +147,19 @@ def train_ch13(net, train_iter, test_iter, loss, trainer, num_epochs: int,
     log_every = max(1, num_batches // 5)  # the book divides by this and crashes below 5
     if progress is None:
         progress = sys.stderr.isatty()
+    with PeakRSS() as mem:
+        _epochs(net, train_iter, test_iter, loss, trainer, num_epochs, devices, callback,
+                progress, history, num_batches, log_every)
+    # Memory of the whole process while this run trained (RSS sampled every 50 ms).
+    history.config["peak_rss_mb"] = round(mem.peak_mb, 1)
+    history.config["start_rss_mb"] = round(mem.start_mb, 1)
+    return history
+
+
+def _epochs(net, train_iter, test_iter, loss, trainer, num_epochs, devices, callback,
+            progress, history, num_batches, log_every) -> None:
+    from tqdm import tqdm
+
     for epoch in range(num_epochs):
         start = time.perf_counter()
         loss_sum = correct = None
@@ -174,7 +186,25 @@ def train_ch13(net, train_iter, test_iter, loss, trainer, num_epochs: int,
         if callback is not None:
             callback("epoch", history, epoch=epoch + 1, train_loss=train_loss,
                      train_acc=train_acc, test_acc=test_acc)
-    return history
+
+
+def run_config(net, prof, backbone: str | None, learning_rate: float, batch_size: int,
+               num_epochs: int, seed: int, trainable_block=None) -> dict[str, Any]:
+    """The config recorded with a run: profile, backbone, rates, sizes, seed, counts.
+
+    ``trainable_params`` counts the parameters of ``trainable_block`` (default ``net``)
+    that will be updated; ``total_params`` every parameter of ``net`` but BatchNorm's
+    running statistics, so ``trainable_params / total_params`` is the share that trains.
+    """
+    from .backbones import count_parameters
+
+    head_mults = sorted({p.lr_mult for p in net.output.collect_params().values()})
+    return {"profile": prof.name, "backbone": backbone, "learning_rate": learning_rate,
+            "head_lr_mult": head_mults[0] if len(head_mults) == 1 else head_mults,
+            "batch_size": batch_size, "num_epochs": num_epochs, "seed": seed,
+            "weight_decay": WEIGHT_DECAY, "image_size": prof.image_size,
+            "trainable_params": count_parameters(trainable_block or net, trainable_only=True),
+            "total_params": count_parameters(net, running_stats=False)}
 
 
 def _set_head_lr_mult(net, head_lr_mult: float) -> None:
@@ -204,10 +234,10 @@ def train_fine_tuning(net, learning_rate: float, batch_size: int | None = None,
     """
     from mxnet import gluon
 
-    from .backbones import backbone_spec, count_parameters
-    from .profiles import get_profile
+    from .backbones import backbone_spec
+    from .profiles import resolve_profile
 
-    prof = get_profile(profile if isinstance(profile, (str, type(None))) else profile.name)
+    prof = resolve_profile(profile)
     batch_size = batch_size or prof.batch_size
     num_epochs = num_epochs or prof.num_epochs
     devices = list(devices or try_all_gpus())
@@ -232,13 +262,7 @@ def train_fine_tuning(net, learning_rate: float, batch_size: int | None = None,
     loss = gluon.loss.SoftmaxCrossEntropyLoss()
     trainer = gluon.Trainer(net.collect_params(), "sgd",
                             {"learning_rate": learning_rate, "wd": WEIGHT_DECAY})
-    head_mults = sorted({p.lr_mult for p in net.output.collect_params().values()})
-    trainable = count_parameters(net, trainable_only=True)
-    config = {"profile": prof.name, "backbone": backbone, "learning_rate": learning_rate,
-              "head_lr_mult": head_mults[0] if len(head_mults) == 1 else head_mults,
-              "batch_size": batch_size, "num_epochs": num_epochs, "seed": seed,
-              "weight_decay": WEIGHT_DECAY, "image_size": prof.image_size,
-              "trainable_params": trainable}
+    config = run_config(net, prof, backbone, learning_rate, batch_size, num_epochs, seed)
     history = train_ch13(net, train_iter, test_iter, loss, trainer, num_epochs, devices,
                          callback=callback, progress=progress, config=config)
     if hybridize:
