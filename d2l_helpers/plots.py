@@ -51,6 +51,10 @@ class LivePlot:
 
     In a notebook it redraws one figure in place after each logging point (about five
     times an epoch). Outside IPython it draws nothing; the returned History has the numbers.
+    ``draw()`` before training shows the empty figure in the current cell, and training in a
+    later cell then redraws it there (the notebooks do this so that the curves stay on the
+    slides while the training cell is skipped). `runs.train_or_replay` replays saved curves
+    through the same callback, once per epoch.
     """
 
     def __init__(self, title: str | None = None, figsize=(4.5, 3)):
@@ -85,7 +89,8 @@ class LivePlot:
         if num_epochs:
             ax.set_xlim(0, num_epochs)
         ax.grid(True, alpha=0.3)
-        ax.legend(loc="best", fontsize=8)
+        if any(self.points.values()):   # an empty figure (drawn before training) has no legend
+            ax.legend(loc="best", fontsize=8)
         if self.title:
             ax.set_title(self.title)
         return fig
@@ -111,6 +116,33 @@ def plot_histories(histories: dict, metric: str = "test_acc", ax=None):
     ax.set_ylabel(metric.replace("_", " "))
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
+    return ax
+
+
+def plot_variants(histories, ax=None):
+    """Final test accuracy against the share of trainable parameters, one point per run.
+
+    ``histories``: Histories from `variants` (config has ``method``, ``trainable_params``,
+    ``total_params``). Each method's seeds are drawn as small dots and their mean as a
+    large marker with a bar from the lowest to the highest seed; the x axis is logarithmic.
+    """
+    groups: dict[str, list] = {}
+    for h in histories:
+        groups.setdefault(h.config["method"], []).append(h)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 3.4))
+    for method, hs in groups.items():
+        share = 100.0 * hs[0].config["trainable_params"] / hs[0].config["total_params"]
+        accs = [h.test_acc[-1] for h in hs]
+        mean = sum(accs) / len(accs)
+        line = ax.errorbar([share], [mean], yerr=[[mean - min(accs)], [max(accs) - mean]],
+                           fmt="o", markersize=8, capsize=4, label=f"{method} (n={len(hs)})")
+        ax.plot([share] * len(accs), accs, ".", color=line[0].get_color(), alpha=0.6)
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters (% of all, log scale)")
+    ax.set_ylabel("final test accuracy")
+    ax.grid(True, alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
     return ax
 
 

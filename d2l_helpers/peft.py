@@ -1,0 +1,272 @@
+"""Parameter-efficient fine-tuning for Gluon nets: BitFit and LoRA.
+
+Both start from the ImageNet weights, freeze most of them and train a small set of
+numbers next to a new head (which always trains in full: it is new, 2 x d + 2 numbers).
+
+* **BitFit** (Ben Zaken et al., 2022) trains only the bias vectors. Conv layers in
+  EfficientNet-Lite0 and ResNet-18 v2 have no bias (a BatchNorm follows them), so the
+  biases here are the BatchNorm shifts (beta) plus any conv/dense bias. ``bn_scale=True``
+  also trains the BatchNorm scales (gamma); `bitfit` reports the two groups separately.
+* **LoRA** (Hu et al., 2022) keeps a layer's weight ``W`` frozen and learns a low-rank
+  update, ``W + (alpha / r) B A``, with ``A`` of rank ``r`` and ``B`` initialised to zero,
+  so the wrapped net computes exactly the pretrained function at step 0.
+  For a ``Dense`` layer, ``A`` is ``r x in`` and ``B`` is ``out x r``. For a ``Conv2D``
+  ``A`` is a conv with the layer's kernel, stride, padding and dilation into ``r``
+  channels and ``B`` a 1 x 1 conv back to the output channels, so ``B A`` is a conv
+  weight of the layer's own shape and merges into it exactly. That covers 1 x 1 convs
+  (``A`` is then a matrix too) and ``k x k`` convs such as ResNet's 3 x 3 ones
+  (``kxk=True``; off by default). Grouped and depthwise convs are never wrapped: a
+  depthwise 3 x 3 kernel has 9 numbers per channel, already fewer than any rank-r factor.
+
+`merge_lora` folds every update into its base weight (one conv per layer again, for
+inference); `unmerge_lora` takes it back out so training can go on.
+
+Example:
+    >>> net, _ = build_finetune_net("efficientnet_lite0", seed=0)   # doctest: +SKIP
+    >>> info = add_lora(net.features, rank=8)                       # doctest: +SKIP
+    >>> info["wrapped"], info["trainable"]                          # doctest: +SKIP
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from mxnet import gluon, init
+from mxnet.util import is_np_array
+from mxnet.gluon import nn
+
+__all__ = ["LoRA", "add_lora", "lora_layers", "merge_lora", "unmerge_lora", "bitfit",
+           "freeze", "trainable_summary"]
+
+
+def freeze(block) -> None:
+    """Set ``grad_req = 'null'`` on every parameter of ``block``."""
+    for p in block.collect_params().values():
+        p.grad_req = "null"
+
+
+def _param_kind(name: str) -> str:
+    """'bn_shift', 'bn_scale', 'bn_stat', 'bias' or 'weight' from a Gluon parameter name."""
+    if name.endswith(("running_mean", "running_var")):
+        return "bn_stat"
+    if name.endswith("beta"):
+        return "bn_shift"
+    if name.endswith("gamma"):
+        return "bn_scale"
+    if name.endswith("bias"):
+        return "bias"
+    return "weight"
+
+
+def _size(p) -> int:
+    n = 1
+    for d in p.shape:
+        n *= d
+    return n
+
+
+def bitfit(features, bn_scale: bool = True) -> dict[str, int]:
+    """Freeze ``features`` except its biases (BatchNorm beta, conv/dense bias).
+
+    ``bn_scale=True`` also trains the BatchNorm scales (gamma). Returns the number of
+    trainable scalars per group: ``{"bias": ..., "bn_shift": ..., "bn_scale": ...}``
+    (``bn_scale`` is 0 when they stay frozen). The head is not touched: train it in full.
+
+    Example:
+        >>> net, _ = build_finetune_net("efficientnet_lite0")   # doctest: +SKIP
+        >>> bitfit(net.features)                                # doctest: +SKIP
+        {'bias': 0, 'bn_shift': 11280, 'bn_scale': 11280}
+    """
+    counts = {"bias": 0, "bn_shift": 0, "bn_scale": 0}
+    for name, p in features.collect_params().items():
+        kind = _param_kind(name)
+        train = kind in ("bias", "bn_shift") or (kind == "bn_scale" and bn_scale)
+        p.grad_req = "write" if train else "null"
+        if train:
+            counts[kind] += _size(p)
+    return counts
+
+
+class LoRA(nn.HybridBlock):
+    """``base(x) + (alpha / rank) * B(A(x))`` around a frozen ``Dense`` or ``Conv2D``.
+
+    ``A`` starts from a Xavier draw and ``B`` from zeros, so at step 0 the block computes
+    exactly ``base(x)``. ``merge()`` adds ``(alpha / rank) B A`` to ``base.weight`` and
+    stops using the branch; ``unmerge()`` subtracts it again.
+
+    Example:
+        >>> layer = nn.Dense(4, in_units=3); layer.initialize()
+        >>> lora = LoRA(layer, rank=2); lora.initialize_adapters()
+        >>> lora.lora_B.weight.data().sum().item()
+        0.0
+    """
+
+    def __init__(self, base, rank: int = 8, alpha: float | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        if not isinstance(base, (nn.Dense, nn.Conv2D)):
+            raise TypeError(f"LoRA wraps Dense or Conv2D layers, not {type(base).__name__}")
+        self.rank = int(rank)
+        self.alpha = float(alpha if alpha is not None else rank)
+        self.scale = self.alpha / self.rank
+        self.merged = False
+        out_units, in_units = base.weight.shape[0], base.weight.shape[1]
+        if isinstance(base, nn.Conv2D):
+            kw = base._kwargs
+            if kw.get("num_group", 1) != 1:
+                raise ValueError("LoRA does not wrap grouped/depthwise convs (see module doc)")
+            self._kernel = tuple(kw["kernel"])
+        with self.name_scope():
+            self.base = base
+            if isinstance(base, nn.Dense):
+                self.lora_A = nn.Dense(self.rank, in_units=in_units, use_bias=False,
+                                       flatten=base._flatten)
+                self.lora_B = nn.Dense(out_units, in_units=self.rank, use_bias=False,
+                                       flatten=base._flatten)
+            else:
+                self.lora_A = nn.Conv2D(self.rank, self._kernel, kw["stride"], kw["pad"],
+                                        kw["dilate"], in_channels=in_units, use_bias=False,
+                                        layout=kw.get("layout", "NCHW"))
+                self.lora_B = nn.Conv2D(out_units, 1, in_channels=self.rank, use_bias=False,
+                                        layout=kw.get("layout", "NCHW"))
+        freeze(self.base)
+
+    def initialize_adapters(self, ctx=None) -> None:
+        """Initialise ``A`` (Xavier) and ``B`` (zeros) on the base weight's devices."""
+        ctx = ctx or self.base.weight.list_ctx()
+        self.lora_A.initialize(init.Xavier(), ctx=ctx, force_reinit=True)
+        self.lora_B.initialize(init.Zero(), ctx=ctx, force_reinit=True)
+
+    def delta(self):
+        """``(alpha / rank) B A`` as an array of ``base.weight``'s shape."""
+        A = self.lora_A.weight.data()
+        B = self.lora_B.weight.data()
+        shape = self.base.weight.shape
+        B, A = B.reshape(shape[0], self.rank), A.reshape(self.rank, -1)
+        if is_np_array():
+            from mxnet import np
+
+            d = np.matmul(B, A)
+        else:
+            from mxnet import nd
+
+            d = nd.dot(B, A)
+        return d.reshape(shape) * self.scale
+
+    def merge(self) -> None:
+        """Fold the update into ``base.weight``; the block then runs the base layer only."""
+        if not self.merged:
+            self.base.weight.set_data(self.base.weight.data() + self.delta())
+            self.merged = True
+
+    def unmerge(self) -> None:
+        """Undo `merge`: subtract the update again and use the branch."""
+        if self.merged:
+            self.base.weight.set_data(self.base.weight.data() - self.delta())
+            self.merged = False
+
+    def hybrid_forward(self, F, x):
+        y = self.base(x)
+        if self.merged:
+            return y
+        return y + self.lora_B(self.lora_A(x)) * self.scale
+
+    def __repr__(self) -> str:
+        return f"LoRA(rank={self.rank}, alpha={self.alpha:g}, merged={self.merged}, {self.base!r})"
+
+
+def _wrappable(layer, kxk: bool) -> bool:
+    if isinstance(layer, nn.Dense):
+        return True
+    if isinstance(layer, nn.Conv2D) and layer._kwargs.get("num_group", 1) == 1:
+        return kxk or all(k == 1 for k in layer._kwargs["kernel"])
+    return False
+
+
+def _replace_child(parent, key: str, new) -> None:
+    """Swap child ``key`` of ``parent`` for ``new`` (Gluon forbids it through setattr)."""
+    parent._children[key] = new
+    if getattr(parent, key, None) is not None and not key.isdigit():
+        object.__setattr__(parent, key, new)
+
+
+def add_lora(block, rank: int = 8, alpha: float | None = None, kxk: bool = False,
+             dense: bool = True) -> dict[str, Any]:
+    """Wrap ``block``'s 1 x 1 convs (``kxk``: every ungrouped conv; ``dense``: Dense layers)
+    in `LoRA`, freeze everything else in ``block`` and initialise the adapters.
+
+    Returns ``{"wrapped": n_layers, "trainable": n_adapter_scalars, "skipped": {...}}``
+    where ``skipped`` counts the conv layers left alone (grouped/depthwise, k x k).
+    Call it on ``net.features`` so the new head keeps training in full.
+    """
+    freeze(block)
+    wrapped, trainable = 0, 0
+    skipped = {"grouped/depthwise conv": 0, "k x k conv": 0}
+
+    def visit(parent) -> None:
+        nonlocal wrapped, trainable
+        for key, child in list(parent._children.items()):
+            if isinstance(child, LoRA):
+                continue
+            if isinstance(child, nn.Conv2D) and not _wrappable(child, kxk):
+                skipped["grouped/depthwise conv" if child._kwargs.get("num_group", 1) != 1
+                        else "k x k conv"] += 1
+            elif isinstance(child, nn.Conv2D) or (dense and isinstance(child, nn.Dense)):
+                lora = LoRA(child, rank, alpha)
+                lora.initialize_adapters()
+                _replace_child(parent, key, lora)
+                wrapped += 1
+                trainable += _size(lora.lora_A.weight) + _size(lora.lora_B.weight)
+            else:
+                visit(child)
+
+    visit(block)
+    return {"wrapped": wrapped, "trainable": trainable, "skipped": skipped}
+
+
+def lora_layers(block) -> Iterator[LoRA]:
+    """Every `LoRA` block inside ``block``."""
+    for child in block._children.values():
+        if isinstance(child, LoRA):
+            yield child
+        else:
+            yield from lora_layers(child)
+
+
+def _clear(block) -> None:
+    if isinstance(block, gluon.HybridBlock):
+        block._clear_cached_op()
+    for child in block._children.values():
+        _clear(child)
+
+
+def merge_lora(net) -> int:
+    """Merge every LoRA update of ``net`` into its base weight; returns how many."""
+    layers = list(lora_layers(net))
+    for layer in layers:
+        layer.merge()
+    _clear(net)  # hybridized graphs were traced with the branch
+    return len(layers)
+
+
+def unmerge_lora(net) -> int:
+    """Undo `merge_lora`; returns how many layers were unmerged."""
+    layers = list(lora_layers(net))
+    for layer in layers:
+        layer.unmerge()
+    _clear(net)
+    return len(layers)
+
+
+def trainable_summary(net) -> dict[str, int]:
+    """Trainable scalars of ``net`` by kind, plus ``total`` (all parameters, BatchNorm
+    running statistics excluded) and ``trainable``."""
+    out = {"weight": 0, "bias": 0, "bn_shift": 0, "bn_scale": 0, "trainable": 0, "total": 0}
+    for name, p in net.collect_params().items():
+        kind = _param_kind(name)
+        if kind == "bn_stat":
+            continue
+        n = _size(p)
+        out["total"] += n
+        if p.grad_req != "null":
+            out[kind] += n
+            out["trainable"] += n
+    return out

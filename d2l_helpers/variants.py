@@ -1,0 +1,134 @@
+"""Four ways to adapt a pretrained net, trained with one recipe and compared fairly.
+
+=====================  ===================================================================
+method                 what trains (the new 2-way head always trains in full)
+=====================  ===================================================================
+``full fine-tune``     everything; backbone at eta, head at 10 eta (the book's recipe)
+``feature extraction`` the head only, on cached backbone features (`features`)
+``BitFit``             the backbone's biases: BatchNorm shifts (beta) and scales (gamma),
+                       counted separately; every weight matrix/kernel stays frozen
+``LoRA``               rank-r adapters on the backbone's 1 x 1 convs (`peft.add_lora`)
+=====================  ===================================================================
+
+Same data, profile, optimiser (SGD, weight decay 0.001), learning rate eta (per example:
+0.01 / 128), epochs and seed for every method. The parameters that are new or few, the
+head and LoRA's adapters, and BitFit's biases, train at 10 eta like the book's head; the
+pretrained weights that train (full fine-tune) at eta.
+
+Example:
+    >>> from d2l_helpers.variants import build_variant, train_variant
+    >>> net, details = build_variant("LoRA", "efficientnet_lite0", seed=0)
+    >>> h = train_variant(net, details, "efficientnet_lite0", profile="ci")   # doctest: +SKIP
+    >>> h.config["method"], h.config["trainable_params"]                      # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import statistics
+from typing import Any, Callable, Iterable, Sequence
+
+from .training import FINETUNE_LR, History
+
+METHODS = ("full fine-tune", "feature extraction", "BitFit", "LoRA")
+LORA_RANK = 8
+LORA_ALPHA = 8.0
+PEFT_LR_MULT = 10.0
+
+
+def build_variant(method: str, backbone: str, seed: int = 0, rank: int = LORA_RANK,
+                  alpha: float = LORA_ALPHA):
+    """A fresh ImageNet-initialised net set up for ``method``; returns ``(net, details)``.
+
+    ``details`` says what trains: BitFit's group counts, LoRA's wrapped/skipped layers.
+    """
+    from .backbones import build_finetune_net
+    from .peft import add_lora, bitfit, freeze
+
+    if method not in METHODS:
+        raise ValueError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    net, _ = build_finetune_net(backbone, head_lr_mult=10.0, seed=seed)
+    details: dict[str, Any] = {"method": method}
+    if method == "feature extraction":
+        freeze(net.features)
+    elif method == "BitFit":
+        details["bitfit"] = bitfit(net.features, bn_scale=True)
+    elif method == "LoRA":
+        lora = add_lora(net.features, rank=rank, alpha=alpha)
+        details["lora"] = {"rank": rank, "alpha": alpha, **lora}
+    if method in ("BitFit", "LoRA"):
+        for p in net.features.collect_params().values():
+            if p.grad_req != "null":
+                p.lr_mult = PEFT_LR_MULT
+    return net, details
+
+
+def train_variant(net, details: dict[str, Any], backbone: str, *, profile=None, seed: int = 0,
+                  learning_rate: float = FINETUNE_LR, callback: Callable | None = None,
+                  progress: bool | None = None) -> History:
+    """Train a net from `build_variant` with the shared recipe; return its History.
+
+    The config records the method, its details, the trainable scalars by kind and the
+    peak RSS of the whole run (feature extraction included).
+    """
+    from .features import train_head_on_features
+    from .peft import trainable_summary
+    from .runtime import PeakRSS
+    from .training import train_fine_tuning
+
+    counts = trainable_summary(net)
+    method = details["method"]
+    train = train_head_on_features if method == "feature extraction" else train_fine_tuning
+    with PeakRSS() as mem:
+        history = train(net, learning_rate, profile=profile, backbone=backbone, seed=seed,
+                        callback=callback, progress=progress)
+    history.config.update(details)
+    history.config["peak_rss_mb"] = round(mem.peak_mb, 1)
+    history.config["trainable_by_kind"] = {k: counts[k] for k in
+                                           ("weight", "bias", "bn_shift", "bn_scale")}
+    return history
+
+
+def run_name(method: str, seed: int) -> str:
+    """The run-store name of ``method`` on ``seed``, e.g. ``variant-lora-seed0``."""
+    return f"variant-{method.lower().replace(' ', '-').replace('-fine-tune', '')}-seed{seed}"
+
+
+def compare(methods: Iterable[str], backbone: str, seeds: Sequence[int], *, profile=None,
+            on_run: Callable[[History, Any], None] | None = None) -> list[History]:
+    """Train every method on every seed (seed-major order); ``on_run(history, net)`` sees
+    each run as it finishes (e.g. to save it)."""
+    out = []
+    for seed in seeds:
+        for method in methods:
+            net, details = build_variant(method, backbone, seed=seed)
+            h = train_variant(net, details, backbone, profile=profile, seed=seed)
+            if on_run is not None:
+                on_run(h, net)
+            out.append(h)
+    return out
+
+
+def summarize(histories: Iterable[History]) -> list[dict[str, Any]]:
+    """One row per (backbone, method): mean and spread over seeds of the final test accuracy,
+    trainable parameters (count and % of all), seconds and peak RSS.
+
+    ``acc sd`` is the sample standard deviation (0 with one seed); ``acc min``/``acc max``
+    show the range. Rows keep the order methods first appear in.
+    """
+    groups: dict[tuple, list[History]] = {}
+    for h in histories:
+        groups.setdefault((h.config.get("backbone"), h.config["method"]), []).append(h)
+    rows = []
+    for (backbone, method), hs in groups.items():
+        accs = [h.test_acc[-1] for h in hs]
+        cfg = hs[0].config
+        rows.append({
+            "backbone": backbone, "method": method, "seeds": len(hs),
+            "test acc mean": statistics.fmean(accs),
+            "acc sd": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+            "acc min": min(accs), "acc max": max(accs),
+            "trainable params": cfg["trainable_params"],
+            "% of all": 100.0 * cfg["trainable_params"] / cfg["total_params"],
+            "seconds mean": statistics.fmean(h.total_seconds for h in hs),
+            "peak RSS MB": max(h.config.get("peak_rss_mb", 0.0) for h in hs),
+        })
+    return rows

@@ -1,0 +1,199 @@
+"""BitFit and LoRA (d2l_helpers.peft): step-0 no-op, gradients only where intended,
+merge/unmerge round trips, BitFit leaves weights alone. Random weights, small inputs."""
+import numpy as onp
+import pytest
+
+import d2l_helpers  # noqa: F401  (threads)
+import mxnet as mx
+from mxnet import autograd, gluon, nd
+from mxnet.gluon import nn
+
+from d2l_helpers.backbones import build_scratch_net
+from d2l_helpers.peft import (LoRA, add_lora, bitfit, lora_layers, merge_lora,
+                              trainable_summary, unmerge_lora)
+
+
+def _x(n=4, size=64, seed=0):
+    return nd.array(onp.random.RandomState(seed).randn(n, 3, size, size).astype("float32"))
+
+
+def _net(name):
+    net = build_scratch_net(name, classes=2, seed=0)
+    net(_x(1))  # finish deferred shapes
+    return net
+
+
+def _params(net):
+    """Parameters by structural name, e.g. ``features.1.expand.conv.lora_B.weight``."""
+    return net._collect_params_with_prefix()
+
+
+def _snapshot(net):
+    return {k: p.data().asnumpy().copy() for k, p in _params(net).items()}
+
+
+def _sgd_steps(net, X, steps=1, lr=0.05):
+    y = nd.array([0, 1] * (X.shape[0] // 2))
+    trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": lr})
+    loss = gluon.loss.SoftmaxCrossEntropyLoss()
+    for _ in range(steps):
+        with autograd.record():
+            l = loss(net(X), y)
+        l.backward()
+        trainer.step(X.shape[0], ignore_stale_grad=True)
+
+
+@pytest.mark.parametrize("name,kxk", [("efficientnet_lite0", False), ("resnet18_v2", True)])
+def test_lora_is_a_no_op_at_step_0(name, kxk):
+    net = _net(name)
+    X = _x()
+    with autograd.predict_mode():
+        before = net(X).asnumpy()
+    info = add_lora(net.features, rank=4, kxk=kxk)
+    assert info["wrapped"] > 0 and info["trainable"] > 0
+    with autograd.predict_mode():
+        after = net(X).asnumpy()
+    # B = 0: the same function. Each wrapped layer is bit-identical (test below); around the
+    # extra branch MKL-DNN may choose other memory layouts, which moves the last bits.
+    onp.testing.assert_allclose(after, before, rtol=0, atol=1e-5)
+    layer = next(lora_layers(net))
+    x = nd.random.normal(shape=(2, layer.base.weight.shape[1], 8, 8))
+    onp.testing.assert_array_equal(layer(x).asnumpy(), layer.base(x).asnumpy())
+    for layer in lora_layers(net):
+        assert float(layer.lora_B.weight.data().abs().sum().asscalar()) == 0.0
+        assert float(layer.lora_A.weight.data().abs().sum().asscalar()) > 0.0
+
+
+def test_efficientnet_wraps_1x1_convs_and_skips_depthwise():
+    net = _net("efficientnet_lite0")
+    info = add_lora(net.features, rank=4)
+    assert info["skipped"]["grouped/depthwise conv"] == 16      # one per MBConv block
+    assert info["skipped"]["k x k conv"] == 1                   # the 3x3 stem
+    assert info["wrapped"] == 15 + 16 + 1                       # expand + project + head conv
+    for layer in lora_layers(net):
+        assert all(k == 1 for k in layer.base._kwargs["kernel"])
+    with pytest.raises(ValueError, match="depthwise"):
+        LoRA(nn.Conv2D(8, 3, groups=8, in_channels=8), rank=2)
+
+
+def test_only_adapters_and_head_get_gradients():
+    net = _net("efficientnet_lite0")
+    add_lora(net.features, rank=4)
+    trainable = {k for k, p in _params(net).items() if p.grad_req != "null"}
+    assert trainable and all(".lora_A." in k or ".lora_B." in k or k.startswith("output.")
+                             for k in trainable)
+    X = _x()
+    before = _snapshot(net)
+    _sgd_steps(net, X, steps=1)
+    after = _snapshot(net)
+    changed = {k for k in before if not onp.array_equal(before[k], after[k])}
+    stats = {k for k in before if k.endswith(("running_mean", "running_var"))}
+    # Every base weight, BN affine included, is untouched; B and the head moved. A gets a
+    # zero gradient at step 0 (dL/dA is B^T times something, and B = 0).
+    assert changed - stats <= trainable
+    assert {k for k in changed if k.startswith("output.")} == {"output.weight", "output.bias"}
+    assert {k for k in changed if ".lora_B." in k}
+    assert not {k for k in changed if ".lora_A." in k}
+    _sgd_steps(net, X, steps=1)
+    again = _snapshot(net)
+    assert {k for k in before if ".lora_A." in k and not onp.array_equal(before[k], again[k])}
+
+
+@pytest.mark.filterwarnings("ignore:Parameter .* is not used")
+@pytest.mark.parametrize("name,kxk,hybridize", [("efficientnet_lite0", False, True),
+                                                ("resnet18_v2", True, False)])
+def test_merge_unmerge_round_trip(name, kxk, hybridize):
+    net = _net(name)
+    add_lora(net.features, rank=4, alpha=8, kxk=kxk)
+    X = _x()
+    _sgd_steps(net, X, steps=2)              # B != 0 now
+    bases = {l.base.weight.name: l.base.weight.data().asnumpy().copy() for l in lora_layers(net)}
+    if hybridize:
+        net.hybridize(static_alloc=True)
+    with autograd.predict_mode():
+        unmerged = net(X).asnumpy()
+        n = merge_lora(net)
+        merged = net(X).asnumpy()
+    assert n == len(bases)
+    assert all(l.merged for l in lora_layers(net))
+    assert any(not onp.array_equal(bases[l.base.weight.name], l.base.weight.data().asnumpy())
+               for l in lora_layers(net))
+    onp.testing.assert_allclose(merged, unmerged, rtol=1e-4, atol=1e-4)
+    unmerge_lora(net)
+    with autograd.predict_mode():
+        again = net(X).asnumpy()
+    onp.testing.assert_allclose(again, unmerged, rtol=1e-5, atol=1e-5)
+    for l in lora_layers(net):
+        onp.testing.assert_allclose(l.base.weight.data().asnumpy(), bases[l.base.weight.name],
+                                    rtol=1e-6, atol=1e-6)
+
+
+def test_dense_and_strided_kxk_conv_merge_exactly():
+    mx.random.seed(1)
+    for layer, shape in ((nn.Dense(5, in_units=7), (3, 7)),
+                         (nn.Conv2D(6, 3, strides=2, padding=1, in_channels=4), (2, 4, 9, 9))):
+        layer.initialize(mx.init.Xavier())
+        lora = LoRA(layer, rank=2, alpha=4)
+        lora.initialize_adapters()
+        lora.lora_B.weight.set_data(nd.random.normal(shape=lora.lora_B.weight.shape))
+        x = nd.random.normal(shape=shape)
+        y = lora(x).asnumpy()
+        lora.merge()
+        onp.testing.assert_allclose(lora(x).asnumpy(), y, rtol=1e-4, atol=1e-5)
+        lora.unmerge()
+        onp.testing.assert_allclose(lora(x).asnumpy(), y, rtol=1e-5, atol=1e-5)
+
+
+def test_lora_in_numpy_mode_merges():
+    from mxnet import np as mnp, npx
+    npx.set_np()
+    try:
+        layer = nn.Conv2D(6, 1, in_channels=4)
+        layer.initialize()
+        lora = LoRA(layer, rank=2)
+        lora.initialize_adapters()
+        lora.lora_B.weight.set_data(mnp.ones(lora.lora_B.weight.shape))
+        x = mnp.random.normal(size=(2, 4, 5, 5))
+        y = lora(x).asnumpy()
+        lora.merge()
+        onp.testing.assert_allclose(lora(x).asnumpy(), y, rtol=1e-4, atol=1e-5)
+    finally:
+        npx.reset_np()
+
+
+@pytest.mark.parametrize("bn_scale", [False, True])
+def test_bitfit_leaves_every_weight_unchanged(bn_scale):
+    net = _net("efficientnet_lite0")
+    counts = bitfit(net.features, bn_scale=bn_scale)
+    assert counts["bn_shift"] > 0 and (counts["bn_scale"] > 0) == bn_scale
+    before = _snapshot(net)
+    _sgd_steps(net, _x(), steps=1)
+    after = _snapshot(net)
+    for k in before:
+        if k.startswith("output.") or k.endswith(("running_mean", "running_var")):
+            continue
+        moved = not onp.array_equal(before[k], after[k])
+        if k.endswith("beta") or (bn_scale and k.endswith("gamma")):
+            continue  # may move
+        assert not moved, f"{k} changed under BitFit"
+    assert any(not onp.array_equal(before[k], after[k]) for k in before if k.endswith("beta"))
+    s = trainable_summary(net)
+    head = 1280 * 2 + 2
+    assert s["trainable"] == counts["bn_shift"] + counts["bn_scale"] + counts["bias"] + head
+    assert s["weight"] == 1280 * 2     # only the head's weight matrix
+
+
+def test_lora_params_save_and_load():
+    net = _net("efficientnet_lite0")
+    add_lora(net.features, rank=4)
+    _sgd_steps(net, _x(), steps=2)
+    import tempfile, os
+    with tempfile.TemporaryDirectory() as d:
+        f = os.path.join(d, "net.params")
+        net.save_parameters(f)
+        other = _net("efficientnet_lite0")
+        add_lora(other.features, rank=4)
+        other.load_parameters(f)
+    X = _x()
+    with autograd.predict_mode():
+        onp.testing.assert_array_equal(net(X).asnumpy(), other(X).asnumpy())
