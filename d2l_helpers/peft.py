@@ -28,6 +28,7 @@ Example:
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Iterator
 
 from mxnet import gluon, init
@@ -239,7 +240,13 @@ def _clear(block) -> None:
 
 
 def merge_lora(net) -> int:
-    """Merge every LoRA update of ``net`` into its base weight; returns how many."""
+    """Merge every LoRA update of ``net`` into its base weight; returns how many.
+
+    A hybridized net is re-traced on its next call; the merged graph no longer reads the
+    adapters, which Gluon would report as "Parameter lora... is not used by any
+    computation": that warning is expected here and silenced.
+    """
+    warnings.filterwarnings("ignore", message=r"Parameter lora\d+_", category=UserWarning)
     layers = list(lora_layers(net))
     for layer in layers:
         layer.merge()

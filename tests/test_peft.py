@@ -99,7 +99,6 @@ def test_only_adapters_and_head_get_gradients():
     assert {k for k in before if ".lora_A." in k and not onp.array_equal(before[k], again[k])}
 
 
-@pytest.mark.filterwarnings("ignore:Parameter .* is not used")
 @pytest.mark.parametrize("name,kxk,hybridize", [("efficientnet_lite0", False, True),
                                                 ("resnet18_v2", True, False)])
 def test_merge_unmerge_round_trip(name, kxk, hybridize):
