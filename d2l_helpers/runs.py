@@ -48,6 +48,15 @@ SAVED_BY = {
         "fine-tune (head 100x)", "head from ImageNet row 934")},
 }
 
+
+
+def _saved_by(name: str) -> str:
+    """The notebook that saves run ``name`` (notebook 08 saves ``variant-<method>-seed<k>``)."""
+    if name.startswith("variant-"):
+        return "notebooks/08_modern_variants.ipynb"
+    return SAVED_BY.get(name, "the notebook that trains it")
+
+
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"", "0", "false", "no", "off"}
 
 
@@ -158,7 +167,7 @@ def _missing_run_message(name: str) -> str:
     root = runs_dir()
     where = ("D2L_RUNS_DIR" if os.environ.get("D2L_RUNS_DIR")
              else "the default; set D2L_RUNS_DIR to use another")
-    notebook = SAVED_BY.get(name, "the notebook that trains it")
+    notebook = _saved_by(name)
     have = sorted(p.name for p in root.iterdir() if (p / "history.json").exists()) \
         if root.is_dir() else []
     lines = [f"No saved run {name!r} in the run store {root} ({where}).",
@@ -267,7 +276,7 @@ def train_or_replay(name: str, net, train: Callable[[], History], *, replay: boo
     (`save_run`), and returned. ``train`` draws its own curves (pass it the callback).
 
     ``replay=True``: nothing is trained. The saved run is loaded, its parameters go into
-    ``net`` (on the devices the net's parameters are on), ``callback`` (e.g.
+    ``net`` (on the devices training would use: every GPU, else the CPU), ``callback`` (e.g.
     `plots.LivePlot`) receives the ``"batch"`` and ``"epoch"`` events of `training.train_ch13`
     once per epoch from the saved history, a banner names the run, and the saved history
     is returned. A `ReplayMismatchWarning` says when the run was saved with another
@@ -290,7 +299,7 @@ def train_or_replay(name: str, net, train: Callable[[], History], *, replay: boo
         if saved.params_file is None:
             raise FileNotFoundError(
                 f"Run {name!r} at {saved.path} has no net.params (saved without its weights). "
-                f"Re-run {SAVED_BY.get(name, 'the notebook that trains it')} with REPLAY = False, "
+                f"Re-run {_saved_by(name)} with REPLAY = False, "
                 "or `bash scripts/module.sh`.")
         _load_params(saved, net)
     print(replay_banner(saved), flush=True)
@@ -301,7 +310,7 @@ def train_or_replay(name: str, net, train: Callable[[], History], *, replay: boo
             f"Replaying run {name!r}, which was saved with another setup than this one: "
             + "; ".join(diffs) + ". Its curves and weights may not be what this code would "
             f"train now. To replay a matching run, re-run "
-            f"{SAVED_BY.get(name, 'the notebook that trains it')} with REPLAY = False (it trains "
+            f"{_saved_by(name)} with REPLAY = False (it trains "
             "and saves the run), or save every run with `bash scripts/module.sh`.",
             ReplayMismatchWarning, stacklevel=2)
     if callback is not None:

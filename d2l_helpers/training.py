@@ -189,11 +189,11 @@ def _epochs(net, train_iter, test_iter, loss, trainer, num_epochs, devices, call
 
 
 def run_config(net, prof, backbone: str | None, learning_rate: float, batch_size: int,
-               num_epochs: int, seed: int, trainable_block=None) -> dict[str, Any]:
+               num_epochs: int, seed: int) -> dict[str, Any]:
     """The config recorded with a run: profile, backbone, rates, sizes, seed, counts.
 
-    ``trainable_params`` counts the parameters of ``trainable_block`` (default ``net``)
-    that will be updated; ``total_params`` every parameter of ``net`` but BatchNorm's
+    ``trainable_params`` counts the parameters of ``net`` that will be updated
+    (``grad_req != 'null'``); ``total_params`` every parameter of ``net`` but BatchNorm's
     running statistics, so ``trainable_params / total_params`` is the share that trains.
     """
     from .backbones import count_parameters
@@ -203,7 +203,7 @@ def run_config(net, prof, backbone: str | None, learning_rate: float, batch_size
             "head_lr_mult": head_mults[0] if len(head_mults) == 1 else head_mults,
             "batch_size": batch_size, "num_epochs": num_epochs, "seed": seed,
             "weight_decay": WEIGHT_DECAY, "image_size": prof.image_size,
-            "trainable_params": count_parameters(trainable_block or net, trainable_only=True),
+            "trainable_params": count_parameters(net, trainable_only=True),
             "total_params": count_parameters(net, running_stats=False)}
 
 
