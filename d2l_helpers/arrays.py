@@ -1,0 +1,97 @@
+"""The one array-mode policy: MXNet's NumPy mode (``npx.set_np()``) or its legacy ``nd``.
+
+The book's ``d2l`` turns on NumPy mode when it is imported (``from d2l import mxnet as d2l``
+calls ``npx.set_np()``), while plain MXNet scripts run in the legacy ``nd`` mode. The helper
+package works in whichever mode its caller is in: every branch on the mode lives here, and
+the rest of the package calls these functions.
+
+Example:
+    >>> from d2l_helpers import arrays
+    >>> x = arrays.array([[1.0, 3.0]])
+    >>> arrays.to_numpy(arrays.softmax(x)).round(3).tolist()
+    [[0.119, 0.881]]
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator, Sequence
+
+
+def is_np() -> bool:
+    """True when MXNet's NumPy mode is on (as after ``from d2l import mxnet as d2l``)."""
+    from mxnet.util import is_np_array
+
+    return bool(is_np_array())
+
+
+def array(x, dtype=None, ctx=None):
+    """``x`` (a NumPy array, list or MXNet array) as an MXNet array of the active mode."""
+    from mxnet import nd, np
+
+    if hasattr(x, "asnumpy"):
+        x = x.asnumpy()
+    kwargs = {"dtype": dtype} if dtype is not None else {}
+    if ctx is not None:
+        kwargs["ctx"] = ctx
+    return np.array(x, **kwargs) if is_np() else nd.array(x, **kwargs)
+
+
+def stack(xs: Sequence, axis: int = 0):
+    """Stack equally shaped arrays along a new ``axis``."""
+    from mxnet import nd, np
+
+    return np.stack(list(xs), axis=axis) if is_np() else nd.stack(*xs, axis=axis)
+
+
+def concat(xs: Sequence, axis: int = 0):
+    """Join arrays along an existing ``axis``."""
+    from mxnet import nd, np
+
+    return np.concatenate(list(xs), axis=axis) if is_np() else nd.concat(*xs, dim=axis)
+
+
+def softmax(x, axis: int = -1):
+    """Softmax along ``axis``."""
+    from mxnet import nd, npx
+
+    return npx.softmax(x, axis=axis) if is_np() else nd.softmax(x, axis=axis)
+
+
+def matmul(a, b):
+    """Matrix product of two 2-D arrays."""
+    from mxnet import nd, np
+
+    return np.matmul(a, b) if is_np() else nd.dot(a, b)
+
+
+def to_numpy(x):
+    """A host NumPy copy of an MXNet array (either mode)."""
+    return x.asnumpy()
+
+
+# Inside hybrid_forward, ``F`` is the symbol or ndarray module of the legacy mode, or the
+# ``mxnet.symbol``/``mxnet.ndarray`` module whose ``np`` attribute is NumPy mode.
+
+def clip(F, x, lo: float, hi: float):
+    """``x`` clipped to [lo, hi] inside ``hybrid_forward``."""
+    return F.np.clip(x, lo, hi) if is_np() else F.clip(x, lo, hi)
+
+
+def pad_hw(F, x, before: int, after: int):
+    """Zero-pad the last two axes (H, W) of an NCHW ``x`` inside ``hybrid_forward``."""
+    if is_np():
+        return F.np.pad(x, ((0, 0), (0, 0), (before, after), (before, after)))
+    return F.pad(x, mode="constant", pad_width=(0, 0, 0, 0, before, after, before, after))
+
+
+@contextmanager
+def np_semantics(on: bool = True) -> Iterator[None]:
+    """Run a block with NumPy shape semantics on (or off), then restore the caller's mode.
+
+    Parameters saved in NumPy mode can only be loaded with NumPy shape semantics on (MXNet:
+    "ndarray was saved in np shape semantics, must be loaded in the same semantics").
+    """
+    from mxnet import util
+
+    with util.np_shape(on), util.np_array(on):
+        yield
