@@ -8,8 +8,8 @@ the rest of the package calls these functions.
 Example:
     >>> from d2l_helpers import arrays
     >>> x = arrays.array([[1.0, 3.0]])
-    >>> arrays.to_numpy(arrays.softmax(x)).round(3).tolist()
-    [[0.119, 0.881]]
+    >>> [round(float(v), 3) for v in arrays.to_numpy(arrays.softmax(x))[0]]
+    [0.119, 0.881]
 """
 from __future__ import annotations
 

@@ -181,22 +181,19 @@ def display_path(path: str | os.PathLike, start: str | os.PathLike | None = None
     outputs carry no machine paths.
 
     Example:
-        >>> display_path(Path.home() / ".cache" / "x", start="/nonexistent")
+        >>> display_path(Path.home() / ".cache" / "x", start="/nonexistent/a/b/c")
         '~/.cache/x'
         >>> display_path("/srv/data/hotdog", start="/srv")
         'data/hotdog'
+        >>> display_path("/work/shared/data/hotdog", start="/work/main/notebooks")
+        '../../shared/data/hotdog'
     """
     path = Path(path).expanduser().absolute()
     start = Path(start).absolute() if start is not None else Path.cwd()
-    try:
-        return str(path.relative_to(start))
-    except ValueError:
-        pass
-    # ../shared/data beside the repository (this workplace and CI): relative to the parent.
-    try:
-        return str(Path("..") / path.relative_to(start.parent))
-    except ValueError:
-        pass
+    rel = Path(os.path.relpath(path, start))
+    # Inside start, or at most two levels up (../shared/data beside the repository).
+    if rel.parts[:3].count("..") <= 2 and ".." not in rel.parts[2:]:
+        return str(rel)
     try:
         return str(Path("~") / path.relative_to(Path.home()))
     except ValueError:
