@@ -1,7 +1,7 @@
 """The one array-mode policy: MXNet's NumPy mode (``npx.set_np()``) or its legacy ``nd``.
 
-The book's ``d2l`` turns on NumPy mode when it is imported (``from d2l import mxnet as d2l``
-calls ``npx.set_np()``), while plain MXNet scripts run in the legacy ``nd`` mode. The helper
+The book's notebooks turn on NumPy mode (``npx.set_np()`` after ``from d2l import mxnet as
+d2l``), while plain MXNet scripts run in the legacy ``nd`` mode. The helper
 package works in whichever mode its caller is in: every branch on the mode lives here, and
 the rest of the package calls these functions.
 
@@ -13,12 +13,12 @@ Example:
 """
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Iterator, Sequence
 
 
 def is_np() -> bool:
-    """True when MXNet's NumPy mode is on (as after ``from d2l import mxnet as d2l``)."""
+    """True when MXNet's NumPy mode is on (``npx.set_np()``, as in the book's notebooks)."""
     from mxnet.util import is_np_array
 
     return bool(is_np_array())
@@ -93,5 +93,10 @@ def np_semantics(on: bool = True) -> Iterator[None]:
     """
     from mxnet import util
 
-    with util.np_shape(on), util.np_array(on):
-        yield
+    # MXNet refuses NumPy arrays without NumPy shapes: shapes go on first and off last.
+    if on:
+        with util.np_shape(True), util.np_array(True):
+            yield
+    else:
+        with util.np_array(False), util.np_shape(False):
+            yield

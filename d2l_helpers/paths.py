@@ -57,10 +57,11 @@ def cache_dir() -> Path:
     Raises `PathSettingError` naming the variable when it points at a file.
 
     Example:
+        >>> saved = os.environ.get("D2L_HELPERS_CACHE")
         >>> os.environ["D2L_HELPERS_CACHE"] = "/tmp/d2l-cache-example"
         >>> cache_dir()
         PosixPath('/tmp/d2l-cache-example')
-        >>> del os.environ["D2L_HELPERS_CACHE"]
+        >>> os.environ["D2L_HELPERS_CACHE"] = saved or ""  # as it was ("" counts as unset)
     """
     import pooch
 
@@ -191,8 +192,10 @@ def display_path(path: str | os.PathLike, start: str | os.PathLike | None = None
     path = Path(path).expanduser().absolute()
     start = Path(start).absolute() if start is not None else Path.cwd()
     rel = Path(os.path.relpath(path, start))
-    # Inside start, or at most two levels up (../shared/data beside the repository).
-    if rel.parts[:3].count("..") <= 2 and ".." not in rel.parts[2:]:
+    # Inside start, or at most two levels up below a common top folder (../shared/data
+    # beside the repository), never up to the file-system root.
+    common = Path(os.path.commonpath([path, start]))
+    if common != Path(common.anchor) and rel.parts[:3].count("..") <= 2 and ".." not in rel.parts[2:]:
         return str(rel)
     try:
         return str(Path("~") / path.relative_to(Path.home()))

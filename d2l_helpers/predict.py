@@ -1,13 +1,23 @@
 """Inference: class probabilities for photos, top-k ImageNet names, confusion matrices.
 
+Pure inference on a net you already have, in either array mode (`arrays`). To load the
+classifier a notebook saved, use `runs.load_classifier`.
+
 Example:
-    >>> from d2l_helpers.predict import predict_proba, top_k
-    >>> probs = predict_proba(pretrained_net, [img], test_augs(224, 256, MEAN, STD))
-    >>> top_k(probs[0], imagenet_classes(), k=5)      # [(name, prob), ...]  # doctest: +SKIP
+    >>> from mxnet.gluon import nn
+    >>> net = nn.Dense(2, in_units=3); net.initialize()
+    >>> flat = lambda img: img.reshape(-1).astype("float32") / 255   # stands for test_augs
+    >>> probs = predict_proba(net, [onp.zeros((1, 3, 1), "uint8")], flat)
+    >>> probs.shape, [round(float(p), 3) for p in probs[0]]
+    ((1, 2), [0.5, 0.5])
+    >>> top_k(onp.array([0.1, 0.7, 0.2]), ["cat", "hotdog", "dog"], k=2)
+    [(1, 'hotdog', 0.7), (2, 'dog', 0.2)]
+    >>> confusion_matrix([0, 0, 1], [0, 1, 1]).tolist()
+    [[1, 1], [0, 1]]
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as onp
 
@@ -17,25 +27,19 @@ def predict_proba(net, images: Sequence, transform, devices: Sequence | None = N
     """Softmax probabilities, shape (len(images), classes), for HWC uint8 images.
 
     ``transform`` is the test pipeline (e.g. `transforms.test_augs`). Runs in inference
-    mode (BatchNorm uses its running statistics).
+    mode (BatchNorm uses its running statistics), in the caller's array mode.
     """
-    import mxnet as mx
-    from mxnet import nd, np, npx
-
+    from . import arrays
     from .runtime import try_all_gpus
 
     dev = (devices or try_all_gpus())[0]
     out = []
     for start in range(0, len(images), batch_size):
         chunk = images[start:start + batch_size]
-        arrs = [img if hasattr(img, "asnumpy") else
-                (np.array(img, dtype="uint8") if npx.is_np_array() else nd.array(img, dtype="uint8"))
-                for img in chunk]
-        X = [transform(a) for a in arrs]
-        X = (np.stack(X) if npx.is_np_array() else nd.stack(*X)).as_in_context(dev)
-        logits = net(X)
-        probs = (npx.softmax(logits) if npx.is_np_array() else nd.softmax(logits))
-        out.append(probs.asnumpy())
+        X = [transform(img if hasattr(img, "asnumpy") else arrays.array(img, dtype="uint8"))
+             for img in chunk]
+        logits = net(arrays.stack(X).as_in_context(dev))
+        out.append(arrays.to_numpy(arrays.softmax(logits)))
     if not out:
         return onp.zeros((0, 0), dtype=onp.float32)
     return onp.concatenate(out)
@@ -59,32 +63,6 @@ def dataset_predictions(net, dataset, transform, devices: Sequence | None = None
     """Probabilities and labels for every image of a `data.HotdogImages` split."""
     images = [dataset[i][0] for i in range(len(dataset))]
     return predict_proba(net, images, transform, devices), onp.asarray(dataset.labels)
-
-
-def load_classifier(run_name: str = "finetune", devices: Sequence | None = None):
-    """The hot-dog classifier saved as run ``run_name`` (notebook 04), ready to predict.
-
-    Returns ``(net, transform, class_names, run)``: the 2-class net with the saved
-    parameters, the test transform it was evaluated with, and the `runs.SavedRun`.
-    """
-    import mxnet as mx
-
-    from .backbones import backbone_spec, get_backbone
-    from .data import CLASSES
-    from .profiles import get_profile
-    from .runs import load_run
-    from .transforms import test_augs
-
-    saved = load_run(run_name)
-    cfg = saved.history.config
-    if saved.params_file is None:
-        raise FileNotFoundError(f"Run {run_name!r} at {saved.path} has no net.params; "
-                                "re-run the notebook that trained it.")
-    ctx = (devices or [mx.cpu()])[0]
-    net = get_backbone(cfg["backbone"], pretrained=False, classes=len(CLASSES), ctx=ctx)
-    net.load_parameters(str(saved.params_file), ctx=ctx)
-    prof, spec = get_profile(cfg["profile"]), backbone_spec(cfg["backbone"])
-    return net, test_augs(prof.image_size, prof.resize, spec.mean, spec.std), list(CLASSES), saved
 
 
 def classify(net, image, transform, class_names: Sequence[str]) -> tuple[str, float]:

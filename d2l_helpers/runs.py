@@ -2,71 +2,79 @@
 
 A run is a folder ``<runs dir>/<name>/`` holding ``history.json`` (per-epoch numbers plus
 the config: profile, backbone, seed, learning rates, devices, hardware, git commit, code
-version, time saved) and, when a net is given, ``net.params``. The runs dir is
-``$D2L_RUNS_DIR``, else ``runs/`` in the cache folder (`data.cache_dir`); the main job
+version, array mode, what saved it, time saved) and, when a net is given, ``net.params``.
+The folder is written whole (`paths.atomic_dir`): a crash or kill while saving leaves the
+previous run as it was, never new weights beside an old history. The runs dir is
+``$D2L_RUNS_DIR``, else ``runs/`` in the cache folder (`paths.cache_dir`); the main job
 (``bash scripts/module.sh``) and ``scripts/lab.sh`` use ``build/runs`` in the repository.
-Notebooks save their runs here; notebook 7 loads the model that notebook 4 fine-tuned, and
-``python -m d2l_helpers run`` builds its summary from them.
+Notebooks save their runs here (through `replay.train_or_replay`); notebook 7 loads the
+model that notebook 4 fine-tuned (`load_classifier`), and ``python -m d2l_helpers run``
+builds its summary from them (`list_runs`).
 
-**Presenter mode.** `train_or_replay` trains and saves a run, or, with ``replay=True``,
-loads the saved run instead: the weights go into the net, the curves are redrawn from the
-history, a banner says which run is replayed, and a `ReplayMismatchWarning` says when the
-run was saved with another profile, backbone, seed or code version.
+Weights load in whichever array mode the caller is in (MXNet's NumPy mode after
+``npx.set_np()``, or the legacy ``nd`` mode of a plain script), whatever mode saved them.
+A damaged run raises `RunStoreError` saying which file and how to fix it.
 
 Example:
-    >>> from d2l_helpers.runs import save_run, load_run, train_or_replay
-    >>> save_run("finetune", history, net)            # doctest: +SKIP
-    >>> load_run("finetune").history.test_acc[-1]     # doctest: +SKIP
-    >>> history = train_or_replay("finetune", net, lambda: train_fine_tuning(net, 7.8125e-5),
-    ...                           replay=True, meta=run.to_dict())   # doctest: +SKIP
+    >>> import tempfile, os
+    >>> os.environ["D2L_RUNS_DIR"] = tempfile.mkdtemp()
+    >>> from mxnet.gluon import nn
+    >>> from d2l_helpers.training import History
+    >>> net = nn.Dense(2, in_units=3); net.initialize()
+    >>> history = History(epoch=[1], train_loss=[0.7], train_acc=[0.5], test_acc=[0.6],
+    ...                   examples_per_sec=[9.0], seconds=[1.0], config={"profile": "ci"})
+    >>> folder = save_run("demo", history, net, meta={"seed": 0}, saved_by="a doctest")
+    >>> sorted(p.name for p in folder.iterdir())
+    ['history.json', 'net.params']
+    >>> saved = load_run("demo")
+    >>> saved.history.test_acc, saved.meta["seed"], saved.meta["saved_by"]
+    ([0.6], 0, 'a doctest')
+    >>> other = nn.Dense(2, in_units=3)
+    >>> load_weights(saved, other)
+    >>> bool((other.weight.data() == net.weight.data()).asnumpy().all())
+    True
+    >>> [r.name for r in list_runs()]
+    ['demo']
+    >>> del os.environ["D2L_RUNS_DIR"]
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import sys
-import tempfile
 import warnings
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from .runtime import try_all_gpus
+from . import arrays
+from .paths import TMP_PREFIX, atomic_dir, clean_stale
 from .training import History
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_DIR = PACKAGE_DIR.parent
 
-# Which notebook saves which run (for the message when a run is missing).
-SAVED_BY = {
-    "finetune": "notebooks/04_fine_tuning.ipynb",
-    "scratch": "notebooks/05_scratch_baseline.ipynb",
-    **{name: "notebooks/06_ablations.ipynb" for name in (
-        "frozen backbone", "frozen, cached features", "fine-tune (head 1x)",
-        "fine-tune (head 100x)", "head from ImageNet row 934")},
-}
+# What to run when the caller did not say (see `how_to_save`).
+GENERIC_SAVER = "the notebook or command that trains it"
 
 
+class RunStoreError(RuntimeError):
+    """A saved run is damaged (unreadable ``history.json`` or ``net.params``).
 
-def _saved_by(name: str) -> str:
-    """The notebook that saves run ``name`` (notebook 08 saves ``variant-<method>-seed<k>``)."""
-    if name.startswith("variant-"):
-        return "notebooks/08_modern_variants.ipynb"
-    return SAVED_BY.get(name, "the notebook that trains it")
-
-
-_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"", "0", "false", "no", "off"}
+    The message names the file and the fix: delete the run's folder and save it again.
+    """
 
 
-class ReplayMismatchWarning(UserWarning):
-    """A replayed run was saved with another profile, backbone, seed or code version."""
+class RunStoreWarning(UserWarning):
+    """`list_runs` skipped a damaged run (the message says which and how to fix it)."""
 
 
 def runs_dir() -> Path:
     """``$D2L_RUNS_DIR`` or ``<cache>/runs``."""
-    from .data import cache_dir
+    from .paths import cache_dir
 
     return Path(os.environ.get("D2L_RUNS_DIR") or cache_dir() / "runs")
 
@@ -76,7 +84,7 @@ def code_version() -> str:
 
     Each file contributes its name and its bytes, so editing, adding, removing or renaming
     a module changes the version. Saved with every run; replaying a run saved by other code
-    warns (`ReplayMismatchWarning`).
+    warns (`replay.ReplayMismatchWarning`).
 
     Example:
         >>> len(code_version())
@@ -90,43 +98,25 @@ def code_version() -> str:
     return sha.hexdigest()[:12]
 
 
-def replay_default() -> bool:
-    """True when the environment asks for presenter mode: ``D2L_REPLAY=1`` (or true/yes/on).
-
-    The notebooks write ``REPLAY = False`` and then ``REPLAY = REPLAY or
-    runs.replay_default()``, so ``D2L_REPLAY=1 jupyter lab`` replays in every notebook
-    without editing them, while ``REPLAY = True`` in a notebook needs no variable.
+def how_to_save(saved_by: str | None = None) -> str:
+    """What to run to save a run again: ``saved_by`` (a notebook or command) with
+    ``REPLAY = False``, or the main job; a generic sentence when ``saved_by`` is None.
 
     Example:
-        >>> import os; os.environ["D2L_REPLAY"] = "1"; replay_default()
-        True
-        >>> del os.environ["D2L_REPLAY"]; replay_default()
-        False
+        >>> how_to_save("notebooks/04_fine_tuning.ipynb")
+        'notebooks/04_fine_tuning.ipynb with REPLAY = False, or `bash scripts/module.sh`'
+        >>> how_to_save()
+        'the notebook or command that trains it, with REPLAY = False, or `bash scripts/module.sh`'
     """
-    value = os.environ.get("D2L_REPLAY", "").strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ValueError(f"D2L_REPLAY={os.environ['D2L_REPLAY']!r}: use 1 (replay saved runs) or 0.")
-
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a run store is shared reading
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    if saved_by:
+        return f"{saved_by} with REPLAY = False, or `bash scripts/module.sh`"
+    return f"{GENERIC_SAVER}, with REPLAY = False, or `bash scripts/module.sh`"
 
 
 @dataclass
 class SavedRun:
+    """A run read back from the store: its folder, `History` and ``meta`` (see `save_run`)."""
+
     name: str
     path: Path
     history: History
@@ -134,185 +124,234 @@ class SavedRun:
 
     @property
     def params_file(self) -> Path | None:
+        """``net.params``, or None when the run was saved without its weights."""
         f = self.path / "net.params"
         return f if f.exists() else None
 
+    @property
+    def saved_by(self) -> str | None:
+        """The notebook or command that saved the run, when it said (``save_run(saved_by=)``)."""
+        return self.meta.get("saved_by")
 
-def save_run(name: str, history: History, net=None, meta: dict[str, Any] | None = None) -> Path:
+
+def _write_history(folder: Path, record: dict[str, Any]) -> None:
+    (folder / "history.json").write_text(json.dumps(record, indent=1, default=str))
+
+
+def save_run(name: str, history: History, net=None, meta: dict[str, Any] | None = None,
+             *, saved_by: str | None = None) -> Path:
     """Save ``history`` (and ``net``'s parameters) as run ``name``; return its folder.
 
     ``meta`` (usually ``run.to_dict()``: profile, backbone, seed, hardware, ...) is stored
-    with the git commit, the `code_version` and the time (``saved_at``, ISO 8601). Each file
-    is written to a temporary name and renamed, so a crash never leaves half a file.
+    with the git commit, the `code_version`, the array mode the parameters were saved in
+    (``array_mode``: ``"np"`` or ``"nd"``), ``saved_by`` (the notebook or command that
+    saves the run, named again when the run is missing or damaged) and the time
+    (``saved_at``, ISO 8601). The folder is filled under a temporary name and renamed into
+    place (`paths.atomic_dir`), so a crash leaves the previous run whole; ``.tmp-*``
+    leftovers of earlier crashes are removed (`paths.clean_stale`).
 
     Example:
-        >>> save_run("finetune", history, net, meta=run.to_dict())   # doctest: +SKIP
+        >>> save_run("finetune", history, net, meta=run.to_dict(),
+        ...          saved_by="notebooks/04_fine_tuning.ipynb")   # doctest: +SKIP
         PosixPath('.../runs/finetune')
     """
     from .session import git_commit
 
-    folder = runs_dir() / name
+    root = runs_dir()
+    clean_stale(root)
+    folder = root / name
+    meta = dict(meta or {})
+    if saved_by:
+        meta["saved_by"] = saved_by
     record = {"name": name, "history": history.to_dict(),
-              "meta": {"git_commit": git_commit(), **(meta or {}),
+              "meta": {"git_commit": git_commit(), **meta,
                        "code_version": code_version(),
+                       "array_mode": "np" if arrays.is_np() else "nd",
                        "saved_at": datetime.now().astimezone().isoformat(timespec="seconds")}}
-    if net is not None:
-        _atomic_write(folder / "net.params", lambda tmp: net.save_parameters(tmp))
-    _atomic_write(folder / "history.json",
-                  lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1, default=str)))
+    with atomic_dir(folder) as tmp:
+        if net is not None:
+            net.save_parameters(str(tmp / "net.params"))
+        _write_history(tmp, record)
     return folder
 
 
-def _missing_run_message(name: str) -> str:
+def _run_names(root: Path) -> list[str]:
+    """Names of the runs in ``root`` (folders with a ``history.json``; no ``.tmp-*``)."""
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir()
+                  if not p.name.startswith(TMP_PREFIX) and (p / "history.json").exists())
+
+
+def missing_run_message(name: str, saved_by: str | None = None) -> str:
+    """Why run ``name`` cannot be loaded: the store, what saves the run, the runs it holds."""
     root = runs_dir()
     where = ("D2L_RUNS_DIR" if os.environ.get("D2L_RUNS_DIR")
              else "the default; set D2L_RUNS_DIR to use another")
-    notebook = _saved_by(name)
-    have = sorted(p.name for p in root.iterdir() if (p / "history.json").exists()) \
-        if root.is_dir() else []
     lines = [f"No saved run {name!r} in the run store {root} ({where}).",
-             f"Save it by running {notebook} with REPLAY = False, or run every notebook "
-             "with the main job, `bash scripts/module.sh`."]
+             f"Save it by running {how_to_save(saved_by)} (the main job runs every notebook)."]
     if (REPO_DIR / "scripts" / "module.sh").exists():
         lines.append(f"The main job saves into {REPO_DIR / 'build' / 'runs'}; "
                      "`bash scripts/lab.sh` points D2L_RUNS_DIR there.")
-    lines.append("Runs in this store: " + (", ".join(repr(n) for n in have) or "none") + ".")
+    lines.append("Runs in this store: "
+                 + (", ".join(repr(n) for n in _run_names(root)) or "none") + ".")
     return "\n".join(lines)
 
 
-def load_run(name: str) -> SavedRun:
-    """Read run ``name`` back; `FileNotFoundError` names the store and what saves the run."""
+def _damaged(name: str, file: Path, problem: str, saved_by: str | None) -> RunStoreError:
+    return RunStoreError(
+        f"Run {name!r} is damaged: {file} {problem}. The run cannot be used; delete its "
+        f"folder {file.parent} and save it again by running {how_to_save(saved_by)}.")
+
+
+def load_run(name: str, *, saved_by: str | None = None) -> SavedRun:
+    """Read run ``name`` back (its history and meta; weights: `load_weights`).
+
+    ``saved_by`` names what saves the run, for the messages. A missing run raises
+    `FileNotFoundError` naming the store, the runs it holds and what to run; a damaged
+    ``history.json`` (truncated, not JSON, not a run) raises `RunStoreError` naming it.
+    """
     folder = runs_dir() / name
     f = folder / "history.json"
     if not f.exists():
-        raise FileNotFoundError(_missing_run_message(name))
-    record = json.loads(f.read_text())
-    return SavedRun(name, folder, History.from_dict(record["history"]), record.get("meta", {}))
+        raise FileNotFoundError(missing_run_message(name, saved_by))
+    try:
+        record = json.loads(f.read_text())
+        meta = record.get("meta") or {}
+        if not isinstance(meta, dict):
+            raise TypeError("meta is not a mapping")
+        history = History.from_dict(record["history"])
+    except (ValueError, KeyError, TypeError, AttributeError) as err:  # JSONDecodeError, bad bytes
+        raise _damaged(name, f, f"is not a readable run record ({type(err).__name__}: {err})",
+                       saved_by) from err
+    return SavedRun(name, folder, history, meta)
 
 
 def list_runs() -> list[SavedRun]:
-    """Every saved run, in name order."""
-    root = runs_dir()
-    if not root.is_dir():
-        return []
-    return [load_run(p.name) for p in sorted(root.iterdir()) if (p / "history.json").exists()]
+    """Every readable saved run, in name order; each damaged one is skipped with a
+    `RunStoreWarning` naming it and the fix."""
+    out = []
+    for name in _run_names(runs_dir()):
+        try:
+            out.append(load_run(name))
+        except RunStoreError as err:
+            warnings.warn(f"Skipping run {name!r}: {err}", RunStoreWarning, stacklevel=2)
+        except FileNotFoundError:  # removed or being replaced meanwhile
+            continue
+    return out
 
 
-def _hardware_summary(hw: dict[str, Any]) -> str:
-    if not hw:
-        return "unrecorded hardware"
-    gpus = hw.get("gpus") or 0
-    parts = [f"{hw.get('cpus', '?')} CPUs",
-             f"{gpus} GPU{'s' if gpus > 1 else ''}" if gpus else "no GPU"]
-    if hw.get("mxnet"):
-        parts.append(f"mxnet {hw['mxnet']}")
-    return ", ".join(parts)
+def _read_params(saved: SavedRun, saved_by: str | None) -> dict:
+    """The arrays of ``saved``'s ``net.params``, read with the shape semantics they were saved
+    in (``meta["array_mode"]``; runs saved before it was recorded: either)."""
+    import mxnet as mx
+    from mxnet.base import MXNetError
+
+    f = saved.params_file
+    mode = saved.meta.get("array_mode")
+    semantics = [mode == "np"] if mode in ("np", "nd") else [arrays.is_np(), not arrays.is_np()]
+    errors: list[Exception] = []
+    for np_on in semantics:
+        try:
+            with arrays.np_semantics(np_on):
+                loaded = mx.nd.load(str(f))
+        except MXNetError as err:
+            errors.append(err)
+            continue
+        if isinstance(loaded, dict):
+            return loaded
+        errors.append(TypeError(f"holds a {type(loaded).__name__} of arrays, not named parameters"))
+    # The informative error, not "saved in np shape semantics" from trying the other mode
+    error = next((e for e in errors if "shape semantics" not in str(e)), errors[-1])
+    first_line = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+    raise _damaged(saved.name, f, f"is not a readable parameter file ({first_line})",
+                   saved_by or saved.saved_by) from error
 
 
-def _saved_value(saved: SavedRun, key: str):
-    value = saved.meta.get(key)
-    return saved.history.config.get(key) if value is None else value
+def _in_caller_mode(x):
+    """An array read from a parameter file as the array type of the caller's mode."""
+    from mxnet import np as mnp
+
+    if arrays.is_np():
+        return x if isinstance(x, mnp.ndarray) else x.as_np_ndarray()
+    return x.as_nd_ndarray() if isinstance(x, mnp.ndarray) else x
 
 
-def replay_banner(saved: SavedRun) -> str:
-    """The line a replay prints: which run, when and where it was saved, and with what."""
-    m = saved.meta
-    return (f"Replaying saved run {saved.name!r} (saved {m.get('saved_at', 'at an unrecorded time')}"
-            f" on {_hardware_summary(m.get('hardware') or {})}, "
-            f"profile {_saved_value(saved, 'profile')}, backbone {_saved_value(saved, 'backbone')}, "
-            f"seed {_saved_value(saved, 'seed')}, code version {m.get('code_version', 'unrecorded')}, "
-            f"commit {m.get('git_commit') or 'unknown'}): not training.\n"
-            f"  from {saved.path}")
+def _require_params(saved: SavedRun, saved_by: str | None) -> None:
+    if saved.params_file is None:
+        raise FileNotFoundError(
+            f"Run {saved.name!r} at {saved.path} has no net.params (saved without its "
+            f"weights). Save it again by running {how_to_save(saved_by or saved.saved_by)}.")
 
 
-def replay_mismatches(saved: SavedRun, meta: dict[str, Any] | None) -> list[str]:
-    """What differs between a saved run and the current one, as ``"<what>: saved X, now Y"``.
+def load_weights(saved: SavedRun, net, ctx=None, *, saved_by: str | None = None) -> None:
+    """Put the saved parameters of run ``saved`` into ``net`` on ``ctx`` (default: CPU).
 
-    Compares profile, backbone and seed with ``meta`` (the current ``run.to_dict()``; keys
-    it lacks are not compared) and the saved `code_version` with the current one.
+    Works in the caller's array mode whatever mode saved the run: the file is read with the
+    shape semantics it was saved in and each array becomes the caller's kind (``mx.np`` in
+    NumPy mode, ``mx.nd`` otherwise), so ``net`` is used as usual afterwards. As
+    ``Block.load_parameters`` (whose checks it repeats; MXNet 1.9.1): a shared parameter may
+    be stored under any of its names.
+
+    Raises `FileNotFoundError` when the run has no weights, `RunStoreError` when
+    ``net.params`` is damaged, and `RuntimeError` when the weights do not fit ``net``.
     """
-    current = meta or {}
-    diffs = [f"{key}: saved {_saved_value(saved, key)!r}, now {current[key]!r}"
-             for key in ("profile", "backbone", "seed")
-             if key in current and _saved_value(saved, key) != current[key]]
-    saved_code, now_code = saved.meta.get("code_version"), code_version()
-    if saved_code != now_code:
-        diffs.append(f"code version: saved {saved_code or 'unrecorded'}, now {now_code} "
-                     "(d2l_helpers/*.py changed since the run was saved)")
-    return diffs
+    import mxnet as mx
 
+    _require_params(saved, saved_by)
+    loaded = _read_params(saved, saved_by)
+    ctx = ctx if ctx is not None else mx.cpu()
+    params = net._collect_params_with_prefix()
+    names_of = defaultdict(list)
+    for k, p in params.items():
+        names_of[p].append(k)
+    missing = [k for k, p in params.items() if not any(n in loaded for n in names_of[p])]
+    extra = sorted(set(loaded) - set(params))
+    backbone = saved.meta.get("backbone") or saved.history.config.get("backbone")
 
-def _load_params(saved: SavedRun, net) -> None:
+    def misfit(why: str) -> RuntimeError:
+        return RuntimeError(f"The weights of run {saved.name!r} ({saved.params_file}) do not "
+                            f"fit this net (saved with backbone {backbone!r}): {why}")
+
+    if missing or extra:
+        raise misfit("; ".join(
+            ([f"missing in the file: {', '.join(missing[:5])}"] if missing else [])
+            + ([f"not in this net: {', '.join(extra[:5])}"] if extra else [])))
     try:
-        # Onto the devices training would use (every GPU, else the CPU), like train_fine_tuning
-        net.load_parameters(str(saved.params_file), ctx=try_all_gpus())
+        for k in loaded:
+            params[k]._load_init(_in_caller_mode(loaded[k]), ctx)
     except (AssertionError, ValueError, KeyError) as err:
-        raise RuntimeError(
-            f"The weights of run {saved.name!r} ({saved.params_file}) do not fit this net "
-            f"(saved with backbone {_saved_value(saved, 'backbone')!r}): {err}") from err
+        raise misfit(str(err)) from err
 
 
-def _replay_curves(history: History, callback: Callable) -> None:
-    """Call ``callback`` as `training.train_ch13` would, once per epoch, from ``history``."""
-    columns = ("epoch", "train_loss", "train_acc", "test_acc", "examples_per_sec", "seconds")
+def load_classifier(run_name: str = "finetune", devices: Sequence | None = None, *,
+                    saved_by: str | None = None):
+    """The hot-dog classifier saved as run ``run_name``, ready to predict in the caller's mode.
 
-    def upto(n: int) -> History:
-        return History(**{c: list(getattr(history, c)[:n]) for c in columns},
-                       config=dict(history.config))
-
-    for i, epoch in enumerate(history.epoch):
-        callback("batch", upto(i), epoch=float(epoch), train_loss=history.train_loss[i],
-                 train_acc=history.train_acc[i])
-        callback("epoch", upto(i + 1), epoch=epoch, train_loss=history.train_loss[i],
-                 train_acc=history.train_acc[i], test_acc=history.test_acc[i])
-
-
-def train_or_replay(name: str, net, train: Callable[[], History], *, replay: bool,
-                    meta: dict[str, Any] | None = None,
-                    callback: Callable | None = None) -> History:
-    """Train and save run ``name``, or replay the saved one (presenter mode).
-
-    ``replay=False``: ``history = train()``, saved with ``net``'s parameters and ``meta``
-    (`save_run`), and returned. ``train`` draws its own curves (pass it the callback).
-
-    ``replay=True``: nothing is trained. The saved run is loaded, its parameters go into
-    ``net`` (on the devices training would use: every GPU, else the CPU), ``callback`` (e.g.
-    `plots.LivePlot`) receives the ``"batch"`` and ``"epoch"`` events of `training.train_ch13`
-    once per epoch from the saved history, a banner names the run, and the saved history
-    is returned. A `ReplayMismatchWarning` says when the run was saved with another
-    profile, backbone or seed than ``meta`` (the current ``run.to_dict()``) or by other
-    code (`code_version`). A missing run raises `FileNotFoundError` saying what saves it.
+    Returns ``(net, transform, class_names, run)``: the 2-class net of the run's backbone
+    with the saved parameters (on ``devices[0]``, default CPU), the test transform it was
+    evaluated with, and the `SavedRun`. Works from a notebook (NumPy mode) and from a plain
+    script (``nd`` mode) alike. ``saved_by`` names what saves the run, for the messages
+    (`FileNotFoundError` when missing, `RunStoreError` when damaged).
 
     Example:
-        >>> live = plots.LivePlot("fine-tuning")                        # doctest: +SKIP
-        >>> history = train_or_replay(
-        ...     "finetune", net, lambda: train_fine_tuning(net, 7.8125e-5, callback=live),
-        ...     replay=REPLAY, meta=run.to_dict(), callback=live)         # doctest: +SKIP
+        >>> net, tf, class_names, saved = load_classifier(
+        ...     "finetune", saved_by="notebooks/04_fine_tuning.ipynb")   # doctest: +SKIP
+        >>> predict.classify(net, image, tf, class_names)             # doctest: +SKIP
+        ('hotdog', 0.93)
     """
-    if not replay:
-        history = train()
-        folder = save_run(name, history, net, meta)
-        print(f"Saved run {name!r} to {folder}")
-        return history
-    saved = load_run(name)
-    if net is not None:
-        if saved.params_file is None:
-            raise FileNotFoundError(
-                f"Run {name!r} at {saved.path} has no net.params (saved without its weights). "
-                f"Re-run {_saved_by(name)} with REPLAY = False, "
-                "or `bash scripts/module.sh`.")
-        _load_params(saved, net)
-    print(replay_banner(saved), flush=True)
-    diffs = replay_mismatches(saved, meta)
-    if diffs:
-        sys.stdout.flush()
-        warnings.warn(
-            f"Replaying run {name!r}, which was saved with another setup than this one: "
-            + "; ".join(diffs) + ". Its curves and weights may not be what this code would "
-            f"train now. To replay a matching run, re-run "
-            f"{_saved_by(name)} with REPLAY = False (it trains "
-            "and saves the run), or save every run with `bash scripts/module.sh`.",
-            ReplayMismatchWarning, stacklevel=2)
-    if callback is not None:
-        _replay_curves(saved.history, callback)
-    return saved.history
+    import mxnet as mx
+
+    from .backbones import backbone_spec, get_backbone
+    from .data import CLASSES
+    from .profiles import get_profile
+    from .transforms import test_augs
+
+    saved = load_run(run_name, saved_by=saved_by)
+    cfg = saved.history.config
+    ctx = (devices or [mx.cpu()])[0]
+    _require_params(saved, saved_by)  # before building the net
+    net = get_backbone(cfg["backbone"], pretrained=False, classes=len(CLASSES), ctx=ctx)
+    load_weights(saved, net, ctx, saved_by=saved_by)
+    prof, spec = get_profile(cfg["profile"]), backbone_spec(cfg["backbone"])
+    return net, test_augs(prof.image_size, prof.resize, spec.mean, spec.std), list(CLASSES), saved

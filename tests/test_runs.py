@@ -1,20 +1,34 @@
-"""The run store and presenter mode: save a run, replay it (weights, curves, banner, warnings)."""
+"""The run store: a run saved whole, read back in any array mode, damage reported clearly.
+
+Presenter mode (`replay`) is tested in test_replay.py, which reuses the helpers below.
+"""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 import warnings
 from datetime import datetime
 
+import mxnet as mx
 import numpy as onp
 import pytest
-
-import mxnet as mx
 from mxnet import init, npx
 from mxnet.gluon import nn
 
-from d2l_helpers import runs
-from d2l_helpers.plots import LivePlot
-from d2l_helpers.runs import ReplayMismatchWarning, code_version, load_run, train_or_replay
+from d2l_helpers import arrays, paths, runs
+from d2l_helpers.runs import (
+    RunStoreError,
+    RunStoreWarning,
+    code_version,
+    list_runs,
+    load_classifier,
+    load_run,
+    load_weights,
+    save_run,
+)
 from d2l_helpers.training import History
 
 META = {"profile": "ci", "backbone": "tiny", "seed": 0,
@@ -65,10 +79,6 @@ def fake_training(net, seed: int = 1):
     return train
 
 
-def never_train() -> History:
-    raise AssertionError("replay mode must not train")
-
-
 @pytest.fixture(params=["np", "nd"])
 def array_mode(request):
     """Notebooks run in NumPy mode (``npx.set_np()``); plain Gluon code in ndarray mode."""
@@ -81,12 +91,22 @@ def array_mode(request):
             npx.reset_np()
 
 
-def save_tiny_run(name="finetune", meta=META) -> dict[str, onp.ndarray]:
+def save_tiny(name="finetune", seed=1, meta=META, **kw) -> dict[str, onp.ndarray]:
+    """Save a run of a trained TinyNet; return its parameters."""
     net = tiny_net(0)
-    train_or_replay(name, net, fake_training(net), replay=False, meta=dict(meta))
+    history = fake_training(net, seed)()
+    save_run(name, history, net, meta=dict(meta), **kw)
     return params(net)
 
 
+def assert_same_params(net, expected: dict[str, onp.ndarray]) -> None:
+    got = params(net)
+    assert got.keys() == expected.keys()
+    for k, a in expected.items():
+        assert got[k].dtype == a.dtype and onp.array_equal(got[k], a), k
+
+
+# ------------------------------------------------------------------ versions and saving
 def test_code_version_hashes_every_module_by_name(tmp_path, monkeypatch):
     assert len(code_version()) == 12 and int(code_version(), 16) >= 0
     assert code_version() == code_version()
@@ -106,126 +126,263 @@ def test_code_version_hashes_every_module_by_name(tmp_path, monkeypatch):
     assert code_version() != v2
 
 
-@pytest.mark.parametrize("value,expected", [(None, False), ("", False), ("0", False),
-                                            ("1", True), ("true", True), ("Yes", True)])
-def test_replay_default_reads_d2l_replay(monkeypatch, value, expected):
-    if value is None:
-        monkeypatch.delenv("D2L_REPLAY", raising=False)
-    else:
-        monkeypatch.setenv("D2L_REPLAY", value)
-    assert runs.replay_default() is expected
-
-
-def test_replay_default_rejects_other_values(monkeypatch):
-    monkeypatch.setenv("D2L_REPLAY", "maybe")
-    with pytest.raises(ValueError, match="D2L_REPLAY"):
-        runs.replay_default()
-
-
-def test_training_saves_the_run_with_its_versions(tmp_path, capsys):
-    net = tiny_net(0)
-    history = train_or_replay("finetune", net, fake_training(net), replay=False, meta=dict(META))
-    assert history == fake_history()
+def test_save_run_records_versions_mode_and_saver(tmp_path, array_mode):
+    trained = save_tiny(saved_by="notebooks/04_fine_tuning.ipynb")
     folder = tmp_path / "runs" / "finetune"          # D2L_RUNS_DIR (conftest)
-    assert (folder / "net.params").is_file()
-    assert not list(folder.glob(".tmp-*"))
+    assert sorted(p.name for p in folder.iterdir()) == ["history.json", "net.params"]
+    assert not list(folder.parent.glob(".tmp-*"))
     meta = json.loads((folder / "history.json").read_text())["meta"]
     assert meta["code_version"] == code_version()
     assert "git_commit" in meta
     assert datetime.fromisoformat(meta["saved_at"]).tzinfo is not None
     assert meta["profile"] == "ci" and meta["backbone"] == "tiny" and meta["seed"] == 0
-    assert load_run("finetune").history == history
-    assert f"Saved run 'finetune' to {folder}" in capsys.readouterr().out
+    assert meta["array_mode"] == array_mode
+    assert meta["saved_by"] == "notebooks/04_fine_tuning.ipynb"
+    saved = load_run("finetune")
+    assert saved.history == fake_history() and saved.saved_by == meta["saved_by"]
+    net = TinyNet()
+    load_weights(saved, net)
+    assert_same_params(net, trained)
 
 
-def test_replay_restores_the_parameters_bit_exactly(array_mode, capsys):
-    trained = save_tiny_run()
-    net = tiny_net(7)                                   # other weights before the replay
-    assert any(not onp.array_equal(a, params(net)[k]) for k, a in trained.items())
+@pytest.mark.parametrize("how", ["error", "kill"])
+def test_a_crash_while_overwriting_keeps_the_old_run_whole(monkeypatch, how):
+    old = save_tiny(seed=1)
+    old_history = load_run("finetune").history
+    folder = runs.runs_dir() / "finetune"
+
+    def crash(tmp, record):
+        assert (tmp / "net.params").is_file()       # the new weights are written by now
+        raise RuntimeError("crashed between net.params and history.json")
+
+    net = tiny_net(0)
+    fake_training(net, seed=2)()                     # other weights
+    new_history = fake_history(5)
+    with monkeypatch.context() as m:
+        m.setattr(runs, "_write_history", crash)
+        if how == "kill":                            # no clean-up runs after a SIGKILL
+            m.setattr(paths.shutil, "rmtree", lambda *a, **k: None)
+        with pytest.raises(RuntimeError, match="crashed"):
+            save_run("finetune", new_history, net, meta=dict(META))
+    leftovers = list(runs.runs_dir().glob(".tmp-*"))
+    assert len(leftovers) == (1 if how == "kill" else 0)
+    assert [r.name for r in list_runs()] == ["finetune"]
+    saved = load_run("finetune")
+    assert saved.history == old_history != new_history
+    fresh = TinyNet()
+    load_weights(saved, fresh)
+    assert_same_params(fresh, old)                   # the OLD weights with the old history
+    paths.clean_stale(runs.runs_dir(), older_than=0)
+    assert not list(runs.runs_dir().glob(".tmp-*"))
+    assert sorted(p.name for p in folder.iterdir()) == ["history.json", "net.params"]
+
+
+def test_saving_removes_stale_leftovers_and_listing_ignores_them():
+    root = runs.runs_dir()
+    stale = root / ".tmp-finetune-dead"
+    stale.mkdir(parents=True)
+    (stale / "history.json").write_text("{}")        # what a killed save leaves
+    old = time.time() - 2 * paths.STALE_SECONDS
+    os.utime(stale, (old, old))
+    young = root / ".tmp-scratch-busy"               # another process saving right now
+    young.mkdir()
+    (young / "history.json").write_text("{}")
+    save_tiny("scratch")
+    assert not stale.exists() and young.exists()
     with warnings.catch_warnings():
-        warnings.simplefilter("error", ReplayMismatchWarning)
-        history = train_or_replay("finetune", net, never_train, replay=True, meta=dict(META))
-    assert history == fake_history()
-    replayed = params(net)
-    assert replayed.keys() == trained.keys()
-    for k, a in trained.items():
-        assert replayed[k].dtype == a.dtype and onp.array_equal(replayed[k], a), k
-    p = next(iter(net.collect_params().values()))
-    assert p.list_ctx() == [mx.cpu()]
-    assert isinstance(p.data(), mx.np.ndarray if array_mode == "np" else mx.nd.NDArray)
-    out = capsys.readouterr().out
-    assert "Replaying saved run 'finetune' (saved " in out
-    for part in ("on 2 CPUs, no GPU, mxnet 1.9.1", "profile ci", "backbone tiny", "seed 0",
-                 f"code version {code_version()}", "): not training."):
-        assert part in out, part
+        warnings.simplefilter("error")
+        assert [r.name for r in list_runs()] == ["scratch"]
 
 
-def test_replay_feeds_the_callback_the_training_loops_events():
-    save_tiny_run()
-    events = []
-    callback = lambda event, history, **info: events.append((event, len(history.epoch), info))
-    h = fake_history()
-    train_or_replay("finetune", tiny_net(3), never_train, replay=True, meta=dict(META),
-                    callback=callback)
-    expected = []
-    for i, e in enumerate(h.epoch):
-        expected.append(("batch", i, {"epoch": float(e), "train_loss": h.train_loss[i],
-                                      "train_acc": h.train_acc[i]}))
-        expected.append(("epoch", i + 1, {"epoch": e, "train_loss": h.train_loss[i],
-                                          "train_acc": h.train_acc[i], "test_acc": h.test_acc[i]}))
-    assert events == expected
-    # The notebooks' LivePlot gets the curves from the saved history
-    live = LivePlot()
-    train_or_replay("finetune", None, never_train, replay=True, meta=dict(META), callback=live)
-    assert live.points["test acc"] == list(zip(h.epoch, h.test_acc))
-    assert live.points["train loss"] == list(zip(map(float, h.epoch), h.train_loss))
-
-
-@pytest.mark.parametrize("key,now", [("profile", "cpu"), ("backbone", "resnet18_v2"), ("seed", 1)])
-def test_replay_warns_when_the_setup_differs(key, now):
-    save_tiny_run()
-    with pytest.warns(ReplayMismatchWarning) as record:
-        train_or_replay("finetune", tiny_net(3), never_train, replay=True,
-                        meta={**META, key: now})
-    (w,) = record
-    message = str(w.message)
-    assert f"{key}: saved {META[key]!r}, now {now!r}" in message
-    assert "REPLAY = False" in message and "bash scripts/module.sh" in message
-    assert "notebooks/04_fine_tuning.ipynb" in message
-
-
-def test_replay_warns_when_the_code_changed(monkeypatch):
-    save_tiny_run()
-    saved = code_version()
-    monkeypatch.setattr(runs, "code_version", lambda: "0123456789ab")
-    with pytest.warns(ReplayMismatchWarning,
-                      match=f"code version: saved {saved}, now 0123456789ab"):
-        train_or_replay("finetune", tiny_net(3), never_train, replay=True, meta=dict(META))
-
-
-def test_replay_of_a_missing_run_says_what_saves_it(tmp_path):
-    save_tiny_run("scratch")
+# ------------------------------------------------------------------ missing and damaged runs
+def test_a_missing_run_names_the_store_its_runs_and_what_saves_it(tmp_path):
+    save_tiny("scratch")
     with pytest.raises(FileNotFoundError) as err:
-        train_or_replay("finetune", tiny_net(3), never_train, replay=True, meta=dict(META))
+        load_run("finetune", saved_by="notebooks/04_fine_tuning.ipynb")
     message = str(err.value)
     for part in ("'finetune'", str(tmp_path / "runs"), "notebooks/04_fine_tuning.ipynb",
                  "REPLAY = False", "bash scripts/module.sh", "Runs in this store: 'scratch'"):
         assert part in message, part
+    with pytest.raises(FileNotFoundError) as err:
+        load_run("finetune")
+    assert "the notebook or command that trains it, with REPLAY = False" in str(err.value)
+    assert ".ipynb" not in str(err.value)
 
 
-def test_replay_needs_the_saved_weights():
-    net = tiny_net(0)
-    runs.save_run("frozen backbone", fake_history(), None, meta=dict(META))
-    with pytest.raises(FileNotFoundError, match="has no net.params.*06_ablations"):
-        train_or_replay("frozen backbone", net, never_train, replay=True, meta=dict(META))
-    # without a net, the curves alone replay
-    assert train_or_replay("frozen backbone", None, never_train, replay=True,
-                           meta=dict(META)) == fake_history()
+DAMAGED_HISTORIES = {
+    "truncated": lambda text: text[: len(text) // 2],
+    "garbage bytes": lambda text: "\x00\xff\x13 not json",
+    "not a run": lambda text: json.dumps({"name": "finetune"}),
+    "wrong columns": lambda text: json.dumps({"history": {"epochs": [1]}, "meta": {}}),
+}
 
 
-def test_replay_into_another_architecture_says_so():
-    save_tiny_run()
+@pytest.mark.parametrize("damage", list(DAMAGED_HISTORIES))
+def test_a_damaged_history_is_a_run_store_error_with_the_fix(damage):
+    save_tiny(saved_by="notebooks/04_fine_tuning.ipynb")
+    f = runs.runs_dir() / "finetune" / "history.json"
+    if damage == "garbage bytes":
+        f.write_bytes(b"\x00\xff\xfe\x13garbage")
+    else:
+        f.write_text(DAMAGED_HISTORIES[damage](f.read_text()))
+    with pytest.raises(RunStoreError) as err:
+        load_run("finetune", saved_by="notebooks/04_fine_tuning.ipynb")
+    message = str(err.value)
+    for part in (str(f), f"delete its folder {f.parent}", "notebooks/04_fine_tuning.ipynb",
+                 "REPLAY = False"):
+        assert part in message, part
+    assert isinstance(err.value, RuntimeError)
+
+
+def test_list_runs_returns_the_good_runs_and_warns_about_each_bad_one():
+    for name in ("a", "b", "c", "d"):
+        save_tiny(name)
+    (runs.runs_dir() / "b" / "history.json").write_text('{"history": {"epoch": [1')
+    (runs.runs_dir() / "d" / "history.json").write_bytes(b"\x89garbage")
+    with pytest.warns(RunStoreWarning) as record:
+        good = list_runs()
+    assert [r.name for r in good] == ["a", "c"]
+    messages = sorted(str(w.message) for w in record)
+    assert len(messages) == 2
+    assert messages[0].startswith("Skipping run 'b'") and "b/history.json" in messages[0]
+    assert messages[1].startswith("Skipping run 'd'") and "d/history.json" in messages[1]
+    assert all("REPLAY = False" in m and "delete" in m for m in messages)
+
+
+@pytest.mark.parametrize("garbage", ["random bytes", "empty", "truncated", "older run, truncated"])
+def test_garbage_weights_are_a_run_store_error_naming_the_file(garbage, array_mode):
+    save_tiny(saved_by="notebooks/04_fine_tuning.ipynb")
+    f = runs.runs_dir() / "finetune" / "net.params"
+    if garbage.startswith("older run"):              # no array_mode recorded: both are tried
+        h = f.parent / "history.json"
+        record = json.loads(h.read_text())
+        del record["meta"]["array_mode"]
+        h.write_text(json.dumps(record))
+    f.write_bytes({"random bytes": onp.random.RandomState(0).bytes(16), "empty": b""}.get(
+        garbage, f.read_bytes()[:200]))
+    with pytest.raises(RunStoreError) as err:
+        load_weights(load_run("finetune"), TinyNet())
+    message = str(err.value)
+    for part in (str(f), "not a readable parameter file", f"delete its folder {f.parent}",
+                 "notebooks/04_fine_tuning.ipynb", "REPLAY = False"):
+        assert part in message, part
+    assert "shape semantics" not in message
+    assert not isinstance(err.value, mx.base.MXNetError)
+
+
+def test_weights_that_do_not_fit_say_so():
+    save_tiny()
     other = nn.Dense(2, in_units=5)
-    other.initialize()
-    with pytest.raises(RuntimeError, match="do not fit this net"):
-        train_or_replay("finetune", other, never_train, replay=True, meta=dict(META))
+    with pytest.raises(RuntimeError, match="do not fit this net.*backbone 'tiny'"):
+        load_weights(load_run("finetune"), other)
+    bigger = TinyNet()
+    bigger.output = nn.Dense(3, in_units=3)
+    with pytest.raises(RuntimeError, match="do not fit this net.*shape incompatible"):
+        load_weights(load_run("finetune"), bigger)
+
+
+def test_a_run_without_weights_says_what_saves_it():
+    save_run("frozen backbone", fake_history(), None, meta=dict(META),
+             saved_by="notebooks/06_ablations.ipynb")
+    with pytest.raises(FileNotFoundError, match="has no net.params.*06_ablations"):
+        load_weights(load_run("frozen backbone"), TinyNet())
+
+
+# ------------------------------------------------------------------ array modes
+@pytest.mark.parametrize("saved_mode,load_mode", [("np", "nd"), ("nd", "np"), ("np", "np")])
+@pytest.mark.parametrize("recorded", [True, False], ids=["recorded", "older run"])
+def test_weights_load_in_the_callers_mode_whatever_mode_saved_them(saved_mode, load_mode,
+                                                                   recorded):
+    with arrays.np_semantics(saved_mode == "np"):
+        trained = save_tiny()
+    if not recorded:                                 # runs saved before array_mode existed
+        f = runs.runs_dir() / "finetune" / "history.json"
+        record = json.loads(f.read_text())
+        del record["meta"]["array_mode"]
+        f.write_text(json.dumps(record))
+    with arrays.np_semantics(load_mode == "np"):
+        net = TinyNet()
+        load_weights(load_run("finetune"), net)
+        assert_same_params(net, trained)
+        p = net.output.weight
+        assert isinstance(p.data(), mx.np.ndarray if load_mode == "np" else mx.nd.NDArray)
+        assert type(p.grad()) is type(p.data())
+        x = arrays.array(onp.ones((1, 3, 5, 5), "float32"))
+        assert net(x).shape == (1, 2)
+
+
+def _save_efficientnet_run(name: str = "finetune", **kw) -> tuple[onp.ndarray, onp.ndarray]:
+    """A 2-class efficientnet_lite0 (random weights) saved as a notebook does (NumPy mode);
+    returns a photo and the probabilities the saved net gives it."""
+    from d2l_helpers import predict
+    from d2l_helpers.backbones import get_backbone
+
+    image = onp.random.RandomState(0).randint(0, 256, (64, 80, 3)).astype("uint8")
+    with arrays.np_semantics(True):
+        mx.random.seed(0)
+        net = get_backbone("efficientnet_lite0", pretrained=False, classes=2)
+        net.initialize(init.Xavier())
+        history = History(epoch=[1], train_loss=[0.6], train_acc=[0.7], test_acc=[0.8],
+                          examples_per_sec=[5.0], seconds=[2.0],
+                          config={"profile": "ci", "backbone": "efficientnet_lite0", "seed": 0})
+        probs = predict.predict_proba(net, [image], _test_transform("ci", "efficientnet_lite0"))
+        save_run(name, history, net, meta={"profile": "ci", "backbone": "efficientnet_lite0",
+                                           "seed": 0}, **kw)
+    return image, probs
+
+
+def _test_transform(profile: str, backbone: str):
+    from d2l_helpers.backbones import backbone_spec
+    from d2l_helpers.profiles import get_profile
+    from d2l_helpers.transforms import test_augs
+
+    prof, spec = get_profile(profile), backbone_spec(backbone)
+    return test_augs(prof.image_size, prof.resize, spec.mean, spec.std)
+
+
+@pytest.mark.parametrize("caller", ["np", "nd"])
+def test_load_classifier_predicts_in_the_callers_mode(caller):
+    from d2l_helpers import predict
+
+    image, expected = _save_efficientnet_run(saved_by="notebooks/04_fine_tuning.ipynb")
+    with arrays.np_semantics(caller == "np"):
+        net, tf, class_names, saved = load_classifier("finetune")
+        probs = predict.predict_proba(net, [image], tf)
+        assert predict.classify(net, image, tf, class_names)[0] in ("hotdog", "not-hotdog")
+    assert class_names == ["hotdog", "not-hotdog"] and saved.name == "finetune"
+    onp.testing.assert_allclose(probs, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_load_classifier_from_a_plain_script_in_nd_mode(tmp_path):
+    """A fresh process without ``npx.set_np()`` loads the run a notebook saved and predicts."""
+    image, expected = _save_efficientnet_run()
+    onp.save(tmp_path / "image.npy", image)
+    script = (
+        "import json, sys\n"
+        "import numpy as onp\n"
+        "import d2l_helpers\n"
+        "from d2l_helpers import arrays, predict, runs\n"
+        "assert not arrays.is_np()\n"
+        "net, tf, names, saved = runs.load_classifier('finetune')\n"
+        "assert saved.meta['array_mode'] == 'np' and not arrays.is_np()\n"
+        f"image = onp.load({str(tmp_path / 'image.npy')!r})\n"
+        "print(json.dumps(predict.predict_proba(net, [image], tf).tolist()))\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path, env={**os.environ})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    probs = onp.array(json.loads(proc.stdout.strip().splitlines()[-1]))
+    onp.testing.assert_allclose(probs, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_load_classifier_reports_missing_and_damaged_runs():
+    with pytest.raises(FileNotFoundError, match="notebooks/04_fine_tuning.ipynb"):
+        load_classifier("finetune", saved_by="notebooks/04_fine_tuning.ipynb")
+    save_run("finetune", fake_history(), None,
+             meta={"profile": "ci", "backbone": "efficientnet_lite0", "seed": 0})
+    with pytest.raises(FileNotFoundError, match="has no net.params"):
+        load_classifier("finetune")
+    _save_efficientnet_run()
+    f = runs.runs_dir() / "finetune" / "net.params"
+    f.write_bytes(onp.random.RandomState(1).bytes(16))
+    with pytest.raises(RunStoreError, match=f"{f}.*not a readable parameter file"):
+        load_classifier("finetune")
