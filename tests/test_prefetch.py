@@ -3,17 +3,22 @@ it names each missing file and where it goes, reports every item and exits non-z
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pooch
 import pytest
-from mxnet.gluon.model_zoo import model_store
-
 from conftest import make_hotdog_tree, zip_tree
-from d2l_helpers import data, efficientnet_lite, prefetch
+from mxnet.gluon.model_zoo import model_store
+from test_backbones import fake_model_zoo  # noqa: F401  (a fixture: loopback model zoo)
+
+from d2l_helpers import data, efficientnet_lite, paths, prefetch
 from d2l_helpers.__main__ import main
 from d2l_helpers.prefetch import FETCHED, MISSING, OK
-from d2l_helpers.profiles import get_profile
-from test_backbones import fake_model_zoo  # noqa: F401  (a fixture: loopback model zoo)
+from d2l_helpers.profiles import PROFILES, get_profile
 
 ALL_ITEMS = ("hotdog.zip", "resnet18_v2", "efficientnet_lite0", "decoded train", "decoded test")
 
@@ -37,7 +42,7 @@ def _no_network_no_work(monkeypatch):
 
     monkeypatch.setattr(pooch.HTTPDownloader, "__call__", boom)
     monkeypatch.setattr(model_store, "download", boom)
-    monkeypatch.setattr(prefetch.urllib.request, "urlopen", boom)
+    monkeypatch.setattr(paths.urllib.request, "urlopen", boom)
     monkeypatch.setattr(efficientnet_lite, "convert_torch_checkpoint", boom)
     monkeypatch.setattr(data, "read_image", boom)
 
@@ -166,3 +171,50 @@ def test_a_download_with_the_wrong_hash_is_not_kept(fake_model_zoo, tmp_path, mo
 def test_full_profile_prefetches_the_notebook_and_the_training_decode_sizes():
     assert prefetch.decode_sizes(get_profile("full")) == [None, 256]
     assert prefetch.decode_sizes(get_profile("ci")) == [128]
+
+
+def test_a_folder_setting_naming_a_file_is_reported_missing(tiny_hotdog, tmp_path, monkeypatch):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    monkeypatch.setenv("D2L_HELPERS_CACHE", str(a_file))
+    monkeypatch.setenv("MXNET_HOME", str(a_file))
+    monkeypatch.setattr(pooch, "retrieve", pytest.fail)  # reported before any download
+
+    monkeypatch.setenv("HOTDOG_DIR", str(tiny_hotdog))  # the photos need no cache folder
+    photos, root = prefetch.prefetch_hotdog()
+    assert photos.status == OK and root == tiny_hotdog
+    decoded = prefetch.prefetch_decoded(root, "ci")
+    monkeypatch.delenv("HOTDOG_DIR")
+    download, _ = prefetch.prefetch_hotdog()
+    for r in decoded + [download]:
+        assert r.status == MISSING and "D2L_HELPERS_CACHE=" in r.detail, r
+        assert "Point D2L_HELPERS_CACHE at a folder" in r.detail
+    for r in (prefetch.prefetch_resnet18_v2(), prefetch.prefetch_efficientnet_lite0()):
+        assert r.status == MISSING and "Point MXNET_HOME at a folder" in r.detail, r
+
+
+def test_an_unknown_profile_is_a_usage_error_before_any_work(tmp_path):
+    env = {**os.environ, "D2L_HELPERS_CACHE": str(tmp_path / "cache"),
+           "MXNET_HOME": str(tmp_path / "mxnet")}
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "d2l_helpers", "prefetch", "--profile", "bogus"],
+                          capture_output=True, text=True, timeout=120, env=env,
+                          cwd=Path(data.__file__).parent.parent)
+    assert proc.returncode == 2 and time.perf_counter() - t0 < 30
+    assert proc.stderr.startswith("usage: python -m d2l_helpers prefetch")
+    choices = proc.stderr.split("invalid choice: 'bogus' (choose from ")[1]
+    assert [c.strip("' ") for c in choices.split(")")[0].split(",")] == list(PROFILES)
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "mxnet").exists()
+
+
+def test_an_unknown_profile_in_the_environment_is_a_usage_error(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "d2l_helpers", "prefetch"], capture_output=True,
+                          text=True, timeout=120,
+                          env={**os.environ, "D2L_PROFILE": "bogus",
+                               "D2L_HELPERS_CACHE": str(tmp_path / "cache")})
+    assert proc.returncode == 2
+    assert "Unknown profile 'bogus'" in proc.stderr and "Traceback" not in proc.stderr

@@ -37,11 +37,12 @@ def test_importing_mxnet_first_warns_and_still_sets_threads():
 
 
 def test_same_seed_same_random_numbers():
-    from d2l_helpers.runtime import seed_everything
     import random
 
     import mxnet as mx
     import numpy as onp
+
+    from d2l_helpers.runtime import seed_everything
 
     def draw():
         return (random.random(), onp.random.rand(), float(mx.nd.random.uniform().asscalar()))
@@ -63,3 +64,27 @@ def test_profiles(monkeypatch):
         get_profile()
     for p in PROFILES.values():  # EfficientNet's static "same" padding needs multiples of 32
         assert p.image_size % 32 == 0
+
+
+@pytest.mark.parametrize("var", ["MXNET_OMP_MAX_THREADS", "OMP_NUM_THREADS"])
+@pytest.mark.parametrize("value", ["abc", "0", "-2", "1.5"])
+def test_a_bad_thread_count_names_the_variable_and_the_fix(var, value, monkeypatch):
+    from d2l_helpers.runtime import configure_threads
+
+    for other in ("MXNET_OMP_MAX_THREADS", "OMP_NUM_THREADS"):
+        monkeypatch.delenv(other, raising=False)
+    monkeypatch.setenv(var, value)
+    with pytest.raises(ValueError, match=rf"{var}='{value}' is not a thread count.*"
+                                         r"whole number >= 1.*or unset it"):
+        configure_threads()
+
+
+def test_importing_with_a_bad_thread_count_fails_with_the_message():
+    clean = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    proc = subprocess.run([sys.executable, "-c", "import d2l_helpers"], text=True,
+                          capture_output=True, timeout=120,
+                          env={**clean, "MXNET_OMP_MAX_THREADS": "abc"})
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("ValueError: MXNET_OMP_MAX_THREADS='abc' is not a thread count")
+    assert "whole number >= 1" in last and "unset it" in last
