@@ -22,7 +22,8 @@ Contenders:
   ``transform_first(train_augs)`` -> ``gluon.data.DataLoader``, ``net.hybridize()``,
   ``d2l.train_batch_ch13`` and the loop of ``d2l.train_ch13``. Patched only to run here:
   ``d2l.try_all_gpus()`` returns an empty list without a GPU (the book then crashes in
-  ``split_and_load``), so the devices fall back to ``[cpu()]``; the logging interval is ``max(1, num_batches // 5)`` (the book divides by zero with
+  ``split_and_load``), so the devices fall back to ``[cpu()]``; the logging interval is
+  ``max(1, num_batches // 5)`` (the book divides by zero with
   fewer than five batches per epoch, as the 498 stand-in photos give at batch 128), and
   the animated plot is left out (headless). MXNet's default CPU threads: MXNet halves the
   processor count on x86, i.e. ``MXNET_OMP_MAX_THREADS = nproc // 2`` (set explicitly,
@@ -58,7 +59,7 @@ def _book_loop(net, train_iter, test_iter, loss, trainer, num_epochs, devices):
 
     num_batches, seen, train_time, eval_time = len(train_iter), 0, 0.0, 0.0
     epoch_rates = []
-    for epoch in range(num_epochs):
+    for _epoch in range(num_epochs):
         metric = d2l.Accumulator(4)
         start = time.perf_counter()
         for i, (features, labels) in enumerate(train_iter):
@@ -143,10 +144,9 @@ def worker_ours(a) -> dict:
 
 
 def worker_ceiling(a) -> dict:
-    from d2l_helpers import configure_threads  # noqa: F401
-    import mxnet as mx
     from mxnet import autograd, gluon, nd
 
+    from d2l_helpers import configure_threads  # noqa: F401
     from d2l_helpers.backbones import build_scratch_net
 
     net = build_scratch_net(a.backbone, seed=a.seed)
@@ -202,7 +202,8 @@ def run_worker(name: str, args: argparse.Namespace) -> dict:
     evals = 1 if name == "ceiling" else max(1, args.epochs)
     res["eval_images_per_sec"] = res["n_test"] * evals / res["eval_seconds"]
     batches = -(-res["train_examples"] // args.batch_size)
-    res["seconds_per_epoch"] = res["train_seconds"] / max(1, args.epochs) + res["eval_seconds"] / max(1, args.epochs)
+    epochs = max(1, args.epochs)
+    res["seconds_per_epoch"] = (res["train_seconds"] + res["eval_seconds"]) / epochs
     res["steps"] = batches
     rates = res.get("epoch_train_examples_per_sec") or [res["train_examples_per_sec"]]
     res["first_epoch_train_examples_per_sec"] = rates[0]

@@ -19,11 +19,12 @@ import sys
 
 
 def worker(method: str, profile: str, epochs: int, seed: int) -> dict:
+    import dataclasses
+
     import d2l_helpers  # noqa: F401  (threads)
     from d2l_helpers.backbones import default_backbone_name
     from d2l_helpers.profiles import get_profile
     from d2l_helpers.variants import build_variant, train_variant
-    import dataclasses
 
     backbone = default_backbone_name()
     prof = dataclasses.replace(get_profile(profile), num_epochs=epochs)

@@ -21,22 +21,33 @@ numbers next to a new head (which always trains in full: it is new, 2 x d + 2 nu
 `merge_lora` folds every update into its base weight (one conv per layer again, for
 inference); `unmerge_lora` takes it back out so training can go on.
 
-Example:
-    >>> net, _ = build_finetune_net("efficientnet_lite0", seed=0)   # doctest: +SKIP
-    >>> info = add_lora(net.features, rank=8)                       # doctest: +SKIP
-    >>> info["wrapped"], info["trainable"]                          # doctest: +SKIP
+`param_kind` is the package's one classifier of parameters by name (weight, bias, BatchNorm
+shift, scale or running statistic) and `trainable_summary` its one count of what trains:
+BatchNorm's running mean and variance are statistics, not weights, and are in no total.
+
+Example (random weights; `backbones.build_finetune_net` gives the ImageNet ones):
+    >>> from d2l_helpers.efficientnet_lite import EfficientNetLite0
+    >>> net = EfficientNetLite0(classes=2); net.initialize()
+    >>> info = add_lora(net.features, rank=8)
+    >>> info["wrapped"], info["trainable"], info["skipped"]
+    (32, 182272, {'grouped/depthwise conv': 16, 'k x k conv': 1})
+    >>> s = trainable_summary(net)            # the adapters and the 2-way head train
+    >>> s["trainable"], s["total"], f"{s['share']:.2%}"
+    (184834, 3555842, '5.20%')
 """
 from __future__ import annotations
 
 import warnings
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from mxnet import gluon, init
-from mxnet.util import is_np_array
 from mxnet.gluon import nn
 
+from . import arrays
+
 __all__ = ["LoRA", "add_lora", "lora_layers", "merge_lora", "unmerge_lora", "bitfit",
-           "freeze", "trainable_summary"]
+           "freeze", "param_kind", "trainable_summary"]
 
 
 def freeze(block) -> None:
@@ -45,8 +56,15 @@ def freeze(block) -> None:
         p.grad_req = "null"
 
 
-def _param_kind(name: str) -> str:
-    """'bn_shift', 'bn_scale', 'bn_stat', 'bias' or 'weight' from a Gluon parameter name."""
+def param_kind(name: str) -> str:
+    """``'bn_stat'``, ``'bn_shift'``, ``'bn_scale'``, ``'bias'`` or ``'weight'`` from a Gluon
+    parameter name: the one classifier that BitFit and every parameter count use.
+
+    Example:
+        >>> [param_kind(n) for n in ("conv0_weight", "dense0_bias", "batchnorm0_gamma",
+        ...                          "batchnorm0_beta", "batchnorm0_running_var")]
+        ['weight', 'bias', 'bn_scale', 'bn_shift', 'bn_stat']
+    """
     if name.endswith(("running_mean", "running_var")):
         return "bn_stat"
     if name.endswith("beta"):
@@ -59,6 +77,13 @@ def _param_kind(name: str) -> str:
 
 
 def _size(p) -> int:
+    """Scalars in parameter ``p``; ``ValueError`` while its shape is unknown (deferred
+    initialisation: Gluon shows the missing sizes as 0, or -1 in NumPy mode)."""
+    if p.shape is None or any(d <= 0 for d in p.shape):
+        raise ValueError(
+            f"parameter {p.name} has no shape yet {p.shape}: its size is inferred at the first "
+            "forward pass. Run one batch through the net (or net.infer_shape(x)) before "
+            "counting its parameters.")
     n = 1
     for d in p.shape:
         n *= d
@@ -73,13 +98,13 @@ def bitfit(features, bn_scale: bool = True) -> dict[str, int]:
     (``bn_scale`` is 0 when they stay frozen). The head is not touched: train it in full.
 
     Example:
-        >>> net, _ = build_finetune_net("efficientnet_lite0")   # doctest: +SKIP
-        >>> bitfit(net.features)                                # doctest: +SKIP
-        {'bias': 0, 'bn_shift': 11280, 'bn_scale': 11280}
+        >>> from d2l_helpers.efficientnet_lite import EfficientNetLite0
+        >>> bitfit(EfficientNetLite0(classes=2).features)
+        {'bias': 0, 'bn_shift': 21008, 'bn_scale': 21008}
     """
     counts = {"bias": 0, "bn_shift": 0, "bn_scale": 0}
     for name, p in features.collect_params().items():
-        kind = _param_kind(name)
+        kind = param_kind(name)
         train = kind in ("bias", "bn_shift") or (kind == "bn_scale" and bn_scale)
         p.grad_req = "write" if train else "null"
         if train:
@@ -97,7 +122,7 @@ class LoRA(nn.HybridBlock):
     Example:
         >>> layer = nn.Dense(4, in_units=3); layer.initialize()
         >>> lora = LoRA(layer, rank=2); lora.initialize_adapters()
-        >>> lora.lora_B.weight.data().sum().item()
+        >>> float(lora.lora_B.weight.data().asnumpy().sum())
         0.0
     """
 
@@ -142,15 +167,7 @@ class LoRA(nn.HybridBlock):
         B = self.lora_B.weight.data()
         shape = self.base.weight.shape
         B, A = B.reshape(shape[0], self.rank), A.reshape(self.rank, -1)
-        if is_np_array():
-            from mxnet import np
-
-            d = np.matmul(B, A)
-        else:
-            from mxnet import nd
-
-            d = nd.dot(B, A)
-        return d.reshape(shape) * self.scale
+        return arrays.matmul(B, A).reshape(shape) * self.scale
 
     def merge(self) -> None:
         """Fold the update into ``base.weight``; the block then runs the base layer only."""
@@ -263,12 +280,27 @@ def unmerge_lora(net) -> int:
     return len(layers)
 
 
-def trainable_summary(net) -> dict[str, int]:
-    """Trainable scalars of ``net`` by kind, plus ``total`` (all parameters, BatchNorm
-    running statistics excluded) and ``trainable``."""
-    out = {"weight": 0, "bias": 0, "bn_shift": 0, "bn_scale": 0, "trainable": 0, "total": 0}
+def trainable_summary(net) -> dict[str, int | float]:
+    """What trains in ``net``: the package's one definition of "trainable" and "all".
+
+    ``trainable``: scalars that an optimiser updates (``grad_req != 'null'``);
+    ``total``: every scalar but BatchNorm's running mean and variance (statistics, not
+    weights; `param_kind` ``'bn_stat'``); ``share``: ``trainable / total`` (0 to 1);
+    ``weight``, ``bias``, ``bn_shift``, ``bn_scale``: the trainable scalars by kind.
+    A parameter whose shape is not known yet raises ``ValueError`` rather than count as 0.
+
+    Example:
+        >>> layer = nn.HybridSequential()
+        >>> layer.add(nn.Conv2D(4, 3, in_channels=2, use_bias=False), nn.BatchNorm(in_channels=4))
+        >>> freeze(layer[0])
+        >>> trainable_summary(layer)   # doctest: +NORMALIZE_WHITESPACE
+        {'weight': 0, 'bias': 0, 'bn_shift': 4, 'bn_scale': 4, 'trainable': 8, 'total': 80,
+         'share': 0.1}
+    """
+    out: dict[str, int | float] = {"weight": 0, "bias": 0, "bn_shift": 0, "bn_scale": 0,
+                                   "trainable": 0, "total": 0}
     for name, p in net.collect_params().items():
-        kind = _param_kind(name)
+        kind = param_kind(name)
         if kind == "bn_stat":
             continue
         n = _size(p)
@@ -276,4 +308,5 @@ def trainable_summary(net) -> dict[str, int]:
         if p.grad_req != "null":
             out[kind] += n
             out["trainable"] += n
+    out["share"] = out["trainable"] / out["total"] if out["total"] else 0.0
     return out

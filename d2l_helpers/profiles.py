@@ -78,6 +78,6 @@ def get_profile(name: str | None = None) -> Profile:
             f"Choose one of: {', '.join(PROFILES)}.") from None
 
 
-def resolve_profile(profile: "str | Profile | None" = None) -> Profile:
+def resolve_profile(profile: str | Profile | None = None) -> Profile:
     """``profile`` itself if it is a `Profile`, else `get_profile` of the name (or None)."""
     return profile if isinstance(profile, Profile) else get_profile(profile)

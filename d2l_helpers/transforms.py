@@ -9,17 +9,24 @@ Note that MXNet's ``Resize(256)``, which the book uses, squashes the photo to 25
 (``keep_ratio=False``), unlike torchvision's ``Resize(256)`` that scales the short side.
 We keep the book's behaviour by default; ``keep_ratio=True`` gives the torchvision one.
 
+The mean and std default to the ImageNet statistics of the book (resnet18_v2's); each
+backbone's own come from `backbones.backbone_spec`, which owns them.
+
 Example:
+    >>> import mxnet as mx
+    >>> from d2l_helpers.backbones import backbone_spec
     >>> from d2l_helpers.transforms import train_augs, test_augs
     >>> augs = test_augs(224, 256)          # the book's test_augs
+    >>> spec = backbone_spec("efficientnet_lite0")
+    >>> augs = test_augs(224, 256, spec.mean, spec.std)
+    >>> augs(mx.nd.zeros((300, 400, 3), dtype="uint8")).shape
+    (3, 224, 224)
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
-# ImageNet channel statistics, as in the book (and the Gluon model zoo).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from .backbones import IMAGENET_MEAN, IMAGENET_STD  # the defaults: the book's normalisation
 
 
 def normalize(mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
@@ -51,3 +58,6 @@ def test_augs(size: int = 224, resize: int = 256, mean: Sequence[float] = IMAGEN
         transforms.CenterCrop(size),
         transforms.ToTensor(),
         normalize(mean, std)])
+
+
+test_augs.__test__ = False  # the book's name, not a test: pytest --doctest-modules skips it

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as onp
 
-from .transforms import IMAGENET_MEAN, IMAGENET_STD
+from .backbones import IMAGENET_MEAN, IMAGENET_STD
 
 CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
 #: The default: the book's view and its mirror image (2 forward passes per photo).

@@ -12,19 +12,26 @@ method                 what trains (the new 2-way head always trains in full)
 
 Same data, profile, optimiser (SGD, weight decay 0.001), learning rate eta (per example:
 0.01 / 128), epochs and seed for every method. The parameters that are new or few, the
-head and LoRA's adapters, and BitFit's biases, train at 10 eta like the book's head; the
-pretrained weights that train (full fine-tune) at eta.
+head, LoRA's adapters and BitFit's BatchNorm shifts and scales, train at 10 eta like the
+book's head; the pretrained weights that train (full fine-tune) at eta.
+
+"Trainable" and "% of all" are `peft.trainable_summary`'s: every parameter but BatchNorm's
+running statistics is counted in the total. `summarize` turns the runs into one row per
+method (mean, spread and range over seeds), and `plots.plot_variants` draws those rows.
 
 Example:
     >>> from d2l_helpers.variants import build_variant, train_variant
     >>> net, details = build_variant("LoRA", "efficientnet_lite0", seed=0)
-    >>> h = train_variant(net, details, "efficientnet_lite0", profile="ci")   # doctest: +SKIP
-    >>> h.config["method"], h.config["trainable_params"]                      # doctest: +SKIP
+    >>> details["lora"]["wrapped"], details["lora"]["skipped"]
+    (32, {'grouped/depthwise conv': 16, 'k x k conv': 1})
+    >>> # Skipped: training on the photos is too slow for a doctest (notebook 08 runs it).
+    >>> h = train_variant(net, details, "efficientnet_lite0", profile="ci")  # doctest: +SKIP
 """
 from __future__ import annotations
 
 import statistics
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from .training import FINETUNE_LR, History
 
@@ -92,19 +99,17 @@ def run_name(method: str, seed: int) -> str:
     return f"variant-{method.lower().replace(' ', '-').replace('-fine-tune', '')}-seed{seed}"
 
 
-def compare(methods: Iterable[str], backbone: str, seeds: Sequence[int], *, profile=None,
-            on_run: Callable[[History, Any], None] | None = None) -> list[History]:
-    """Train every method on every seed (seed-major order); ``on_run(history, net)`` sees
-    each run as it finishes (e.g. to save it)."""
-    out = []
-    for seed in seeds:
-        for method in methods:
-            net, details = build_variant(method, backbone, seed=seed)
-            h = train_variant(net, details, backbone, profile=profile, seed=seed)
-            if on_run is not None:
-                on_run(h, net)
-            out.append(h)
-    return out
+def group_runs(histories: Iterable[History]) -> dict[tuple[Any, str], list[History]]:
+    """The runs by ``(backbone, method)``, in the order each pair first appears."""
+    groups: dict[tuple[Any, str], list[History]] = {}
+    for h in histories:
+        groups.setdefault((h.config.get("backbone"), h.config["method"]), []).append(h)
+    return groups
+
+
+def final_accuracies(histories: Iterable[History]) -> list[float]:
+    """Each run's test accuracy after its last epoch."""
+    return [h.test_acc[-1] for h in histories]
 
 
 def summarize(histories: Iterable[History]) -> list[dict[str, Any]]:
@@ -112,14 +117,13 @@ def summarize(histories: Iterable[History]) -> list[dict[str, Any]]:
     trainable parameters (count and % of all), seconds and peak RSS.
 
     ``acc sd`` is the sample standard deviation (0 with one seed); ``acc min``/``acc max``
-    show the range. Rows keep the order methods first appear in.
+    show the range. ``% of all`` is ``100 * trainable_params / total_params`` as
+    `training.run_config` recorded them (`peft.trainable_summary`: BatchNorm running
+    statistics are in neither). Rows keep the order methods first appear in.
     """
-    groups: dict[tuple, list[History]] = {}
-    for h in histories:
-        groups.setdefault((h.config.get("backbone"), h.config["method"]), []).append(h)
     rows = []
-    for (backbone, method), hs in groups.items():
-        accs = [h.test_acc[-1] for h in hs]
+    for (backbone, method), hs in group_runs(histories).items():
+        accs = final_accuracies(hs)
         cfg = hs[0].config
         rows.append({
             "backbone": backbone, "method": method, "seeds": len(hs),

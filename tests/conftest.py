@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import http.server
 import io
 import os
@@ -101,3 +102,27 @@ def shared_hotdog() -> Path:
 
 def solid(arr_shape, value) -> onp.ndarray:
     return onp.full(arr_shape, value, dtype=onp.uint8)
+
+
+@pytest.fixture
+def fake_model_zoo(tmp_path, http_server, monkeypatch):
+    """A loopback model zoo serving a (randomly initialised) resnet18_v2 in the zoo's format."""
+    www, base = http_server
+    import mxnet as mx
+    from mxnet.gluon.model_zoo import model_store, vision
+
+    net = vision.resnet18_v2()
+    net.initialize(mx.init.Xavier())
+    net(mx.nd.zeros((1, 3, 32, 32)))
+    params = tmp_path / "resnet18_v2.params"
+    net.save_parameters(str(params))
+    sha1 = hashlib.sha1(params.read_bytes()).hexdigest()
+    monkeypatch.setitem(model_store._model_sha1, "resnet18_v2", sha1)
+    name = f"resnet18_v2-{sha1[:8]}"
+    (www / "gluon" / "models").mkdir(parents=True)
+    with zipfile.ZipFile(www / "gluon" / "models" / f"{name}.zip", "w") as zf:
+        zf.write(params, f"{name}.params")
+    monkeypatch.setenv("MXNET_GLUON_REPO", base)
+    monkeypatch.setenv("MXNET_HOME", str(tmp_path / "mxnet_home"))
+    monkeypatch.delenv("D2L_BACKBONE", raising=False)
+    return net

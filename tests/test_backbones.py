@@ -1,38 +1,17 @@
-"""Backbones: the model-zoo download path, the offline fallback, fresh weights per call."""
+"""Backbones: the model-zoo download path, the offline fallback, fresh weights per call,
+the choice without network I/O, normalisation and parameter counts."""
 from __future__ import annotations
 
-import hashlib
-import zipfile
-
-import numpy as onp
-import pytest
+import socket
+import urllib.request
 
 import mxnet as mx
-from mxnet.gluon.model_zoo import model_store, vision
+import numpy as onp
+import pytest
+from mxnet.gluon.model_zoo import vision
 
 from d2l_helpers import backbones
 from d2l_helpers.backbones import BackboneUnavailable, get_backbone
-
-
-@pytest.fixture
-def fake_model_zoo(tmp_path, http_server, monkeypatch):
-    """A loopback model zoo serving a (randomly initialised) resnet18_v2 in the zoo's format."""
-    www, base = http_server
-    net = vision.resnet18_v2()
-    net.initialize(mx.init.Xavier())
-    net(mx.nd.zeros((1, 3, 32, 32)))
-    params = tmp_path / "resnet18_v2.params"
-    net.save_parameters(str(params))
-    sha1 = hashlib.sha1(params.read_bytes()).hexdigest()
-    monkeypatch.setitem(model_store._model_sha1, "resnet18_v2", sha1)
-    name = f"resnet18_v2-{sha1[:8]}"
-    (www / "gluon" / "models").mkdir(parents=True)
-    with zipfile.ZipFile(www / "gluon" / "models" / f"{name}.zip", "w") as zf:
-        zf.write(params, f"{name}.params")
-    monkeypatch.setenv("MXNET_GLUON_REPO", base)
-    monkeypatch.setenv("MXNET_HOME", str(tmp_path / "mxnet_home"))
-    monkeypatch.delenv("D2L_BACKBONE", raising=False)
-    return net
 
 
 @pytest.fixture
@@ -42,21 +21,47 @@ def offline_zoo(tmp_path, closed_port_url, monkeypatch):
     monkeypatch.delenv("D2L_BACKBONE", raising=False)
 
 
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a connection fails the test."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("network I/O")
+
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
 def test_resnet18_v2_downloads_from_the_model_zoo_into_mxnet_home(fake_model_zoo, tmp_path):
-    ok, why = backbones.weights_available("resnet18_v2")
+    assert backbones.weights_available("resnet18_v2") == (False, "not cached in $MXNET_HOME/models")
+    ok, why = backbones.weights_available("resnet18_v2", check_url=True)
     assert ok and "downloadable" in why
-    assert backbones.default_backbone_name(announce=pytest.fail) == "resnet18_v2"
+    assert backbones.default_backbone_name() == "efficientnet_lite0"  # not cached yet
     net = get_backbone("resnet18_v2", pretrained=True)
     onp.testing.assert_array_equal(net.output.weight.data().asnumpy(),
                                    fake_model_zoo.output.weight.data().asnumpy())
     assert list((tmp_path / "mxnet_home" / "models").glob("resnet18_v2-*.params"))
     assert "cached" in backbones.weights_available("resnet18_v2")[1]
+    name, reason = backbones.choose_backbone()
+    assert name == "resnet18_v2" == backbones.default_backbone_name()
+    assert "cached" in reason and str(tmp_path) not in reason
 
 
-def test_offline_default_falls_back_to_efficientnet_with_a_notice(offline_zoo):
-    said = []
-    assert backbones.default_backbone_name(announce=said.append) == "efficientnet_lite0"
-    assert len(said) == 1 and "resnet18_v2" in said[0] and "D2L_BACKBONE" in said[0]
+def test_choice_needs_no_network_and_prints_nothing(tmp_path, monkeypatch, no_network, capsys):
+    monkeypatch.delenv("D2L_BACKBONE", raising=False)
+    monkeypatch.setenv("MXNET_HOME", str(tmp_path / "empty_home"))
+    name, reason = backbones.choose_backbone()
+    assert name == "efficientnet_lite0" == backbones.default_backbone_name()
+    assert "python -m d2l_helpers prefetch" in reason and "D2L_BACKBONE" in reason
+    assert "$MXNET_HOME/models" in reason and str(tmp_path) not in reason
+    assert "http" not in reason  # no URL either
+    assert backbones.weights_available("resnet18_v2")[0] is False
+    assert capsys.readouterr() == ("", "")
+
+
+def test_offline_check_url_says_why(offline_zoo):
+    ok, why = backbones.weights_available("resnet18_v2", check_url=True)
+    assert not ok and "unreachable" in why and "$MXNET_HOME/models" in why
 
 
 def test_offline_resnet_never_returns_random_weights(offline_zoo):
@@ -64,12 +69,51 @@ def test_offline_resnet_never_returns_random_weights(offline_zoo):
         get_backbone("resnet18_v2", pretrained=True)
 
 
-def test_backbone_env_variable_and_validation(monkeypatch):
+def test_backbone_env_variable_and_validation(monkeypatch, no_network):
     monkeypatch.setenv("D2L_BACKBONE", "efficientnet_lite0")
-    assert backbones.default_backbone_name(announce=pytest.fail) == "efficientnet_lite0"
+    assert backbones.choose_backbone() == ("efficientnet_lite0", "set by $D2L_BACKBONE")
+    assert backbones.default_backbone_name() == "efficientnet_lite0"
     monkeypatch.setenv("D2L_BACKBONE", "vgg11")
     with pytest.raises(ValueError, match="Unknown backbone 'vgg11'"):
         backbones.default_backbone_name()
+
+
+def test_each_backbone_owns_its_normalisation():
+    from d2l_helpers import efficientnet_lite, transforms
+
+    resnet = backbones.backbone_spec("resnet18_v2")
+    assert (resnet.mean, resnet.std) == (backbones.IMAGENET_MEAN, backbones.IMAGENET_STD)
+    assert resnet.mean == (0.485, 0.456, 0.406) and resnet.std == (0.229, 0.224, 0.225)
+    eff = backbones.backbone_spec("efficientnet_lite0")
+    assert (eff.mean, eff.std) == (efficientnet_lite.MEAN, efficientnet_lite.STD)
+    # transforms' defaults are the book's, i.e. resnet18_v2's
+    assert transforms.test_augs.__defaults__[2:4] == (resnet.mean, resnet.std)
+
+
+def test_parameter_counts_leave_out_running_statistics():
+    """One definition (peft.trainable_summary): BatchNorm running statistics are in no
+    total; a scratch resnet18_v2, whose model-zoo shapes wait for the first batch, is
+    counted right before it."""
+    net = backbones.build_scratch_net("resnet18_v2")
+    size = {name: int(onp.prod(p.shape)) for name, p in net.collect_params().items()}
+    stats = sum(n for name, n in size.items() if name.endswith(("running_mean", "running_var")))
+    assert stats > 0 and min(size.values()) > 0
+    before = backbones.count_parameters(net)
+    assert before == sum(size.values()) - stats
+    net(mx.nd.zeros((1, 3, 32, 32)))
+    assert backbones.count_parameters(net) == before
+    # the input BatchNorm (no scale, no shift: fixed) is the only thing that never trains
+    assert backbones.count_parameters(net, trainable_only=True) == before - 2 * 3
+    for p in net.features.collect_params().values():
+        p.grad_req = "null"
+    assert backbones.count_parameters(net, trainable_only=True) == 512 * 2 + 2
+
+
+def test_counting_a_net_whose_shapes_are_unknown_fails_loudly():
+    net = vision.resnet18_v2(classes=2)
+    net.initialize()
+    with pytest.raises(ValueError, match="first forward pass"):
+        backbones.count_parameters(net)
 
 
 def test_pretrained_needs_the_imagenet_head():

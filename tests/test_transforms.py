@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import numpy as onp
 import pytest
-
-import mxnet as mx
 from mxnet import nd
 
+from d2l_helpers.backbones import IMAGENET_MEAN, IMAGENET_STD
 from d2l_helpers.runtime import seed_everything
-from d2l_helpers.transforms import IMAGENET_MEAN, IMAGENET_STD, train_augs
 from d2l_helpers.transforms import test_augs as make_test_augs  # not collected as a test
+from d2l_helpers.transforms import train_augs
 
 
 def photo(h=300, w=400, seed=0):

@@ -1,0 +1,68 @@
+"""variants.summarize and plots.plot_variants: one aggregation, drawn as computed; the
+share of trainable parameters recorded by run_config has one definition."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pytest  # noqa: E402
+
+from d2l_helpers import plots, variants  # noqa: E402
+from d2l_helpers.training import History, run_config  # noqa: E402
+
+
+def _run(method, seed, acc, trainable, total=1000, backbone="efficientnet_lite0"):
+    return History(epoch=[1, 2], test_acc=[0.5, acc], seconds=[1.0, 2.0 + seed],
+                   config={"backbone": backbone, "method": method, "seed": seed,
+                           "trainable_params": trainable, "total_params": total,
+                           "peak_rss_mb": 100.0 + seed})
+
+
+RUNS = [_run("full fine-tune", 0, 0.90, 1000), _run("LoRA", 0, 0.80, 10),
+        _run("full fine-tune", 1, 0.94, 1000), _run("LoRA", 1, 0.84, 10),
+        _run("LoRA", 2, 0.83, 10)]
+
+
+def test_summarize_rows():
+    rows = variants.summarize(RUNS)
+    assert [r["method"] for r in rows] == ["full fine-tune", "LoRA"]
+    full, lora = rows
+    assert full["seeds"] == 2 and full["test acc mean"] == pytest.approx(0.92)
+    assert full["acc sd"] == pytest.approx(0.028284, abs=1e-6)
+    assert (lora["acc min"], lora["acc max"]) == (0.80, 0.84)
+    assert full["% of all"] == 100.0 and lora["% of all"] == pytest.approx(1.0)
+    assert lora["seconds mean"] == pytest.approx(4.0) and lora["peak RSS MB"] == 102.0
+    assert not hasattr(variants, "compare")
+
+
+def test_plot_variants_draws_the_summarized_rows(monkeypatch):
+    calls = []
+    real = variants.summarize
+
+    def spy(histories):
+        rows = real(histories)
+        calls.append(rows)
+        return rows
+
+    monkeypatch.setattr(variants, "summarize", spy)
+    ax = plots.plot_variants(iter(RUNS))  # any iterable, consumed once
+    assert len(calls) == 1
+    rows = calls[0]
+    means = [(line.get_xdata()[0], line.get_ydata()[0]) for line in ax.lines
+             if line.get_marker() == "o"]
+    assert means == [(r["% of all"], r["test acc mean"]) for r in rows]
+    dots = [sorted(line.get_ydata()) for line in ax.lines if line.get_marker() == "."]
+    assert dots == [[0.90, 0.94], [0.80, 0.83, 0.84]]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["full fine-tune (n=2)", "LoRA (n=3)"]
+    matplotlib.pyplot.close("all")
+
+
+def test_run_config_full_fine_tune_is_100_percent():
+    from d2l_helpers.backbones import build_scratch_net
+    from d2l_helpers.profiles import get_profile
+
+    net = build_scratch_net("efficientnet_lite0", seed=0)
+    cfg = run_config(net, get_profile("ci"), "efficientnet_lite0", 1e-4, 8, 1, 0)
+    assert cfg["trainable_params"] == cfg["total_params"] == 4652008 - 1281000 + 1280 * 2 + 2
