@@ -17,15 +17,17 @@ Example:
     >>> from d2l_helpers.backbones import build_finetune_net
     >>> from d2l_helpers.training import train_fine_tuning
     >>> finetune_net, _ = build_finetune_net("efficientnet_lite0")
-    >>> history = train_fine_tuning(finetune_net, 7.8125e-5, profile="ci")
-    >>> history.test_acc[-1]    # doctest: +SKIP
+    >>> # a minute on 2 CPU cores (tests/test_real_run.py runs it): not run as a doctest
+    >>> history = train_fine_tuning(finetune_net, 7.8125e-5, profile="ci")  # doctest: +SKIP
+    >>> history.test_acc[-1]                                                 # doctest: +SKIP
 """
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from .runtime import PeakRSS, seed_everything, try_all_gpus
 
@@ -51,7 +53,7 @@ class History:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "History":
+    def from_dict(cls, d: dict[str, Any]) -> History:
         return cls(**d)
 
     @property
@@ -192,19 +194,20 @@ def run_config(net, prof, backbone: str | None, learning_rate: float, batch_size
                num_epochs: int, seed: int) -> dict[str, Any]:
     """The config recorded with a run: profile, backbone, rates, sizes, seed, counts.
 
-    ``trainable_params`` counts the parameters of ``net`` that will be updated
-    (``grad_req != 'null'``); ``total_params`` every parameter of ``net`` but BatchNorm's
-    running statistics, so ``trainable_params / total_params`` is the share that trains.
+    ``trainable_params`` and ``total_params`` are `peft.trainable_summary`'s ``trainable``
+    (scalars that will be updated, ``grad_req != 'null'``) and ``total`` (every scalar but
+    BatchNorm's running statistics), so ``trainable_params / total_params`` is the share
+    that trains.
     """
-    from .backbones import count_parameters
+    from .peft import trainable_summary
 
+    counts = trainable_summary(net)
     head_mults = sorted({p.lr_mult for p in net.output.collect_params().values()})
     return {"profile": prof.name, "backbone": backbone, "learning_rate": learning_rate,
             "head_lr_mult": head_mults[0] if len(head_mults) == 1 else head_mults,
             "batch_size": batch_size, "num_epochs": num_epochs, "seed": seed,
             "weight_decay": WEIGHT_DECAY, "image_size": prof.image_size,
-            "trainable_params": count_parameters(net, trainable_only=True),
-            "total_params": count_parameters(net, running_stats=False)}
+            "trainable_params": counts["trainable"], "total_params": counts["total"]}
 
 
 def _set_head_lr_mult(net, head_lr_mult: float) -> None:
@@ -228,13 +231,13 @@ def train_fine_tuning(net, learning_rate: float, batch_size: int | None = None,
 
     ``batch_size`` and ``num_epochs`` default to the profile's (``full``: the book's 128 and
     5). ``data_iters`` is an optional ``(train_iter, test_iter)`` pair; by default the
-    profile's loaders are built with ``backbone``'s normalisation. ``seed`` seeds Python,
+    profile's loaders (`session.run_loaders`) with ``backbone``'s normalisation (ImageNet's,
+    the resnet18_v2 one, when ``backbone`` is None). ``seed`` seeds Python,
     NumPy and MXNet before the data order and head init are drawn; it is recorded in
     ``history.config`` with the profile, backbone, devices and learning rates.
     """
     from mxnet import gluon
 
-    from .backbones import backbone_spec
     from .profiles import resolve_profile
 
     prof = resolve_profile(profile)
@@ -245,13 +248,9 @@ def train_fine_tuning(net, learning_rate: float, batch_size: int | None = None,
     if head_lr_mult is not None:
         _set_head_lr_mult(net, head_lr_mult)
     if data_iters is None:
-        from .data import load_data_hotdog
+        from .session import run_loaders
 
-        spec = backbone_spec(backbone) if backbone else None
-        data_iters = load_data_hotdog(
-            batch_size, prof.image_size, prof.resize, decode_size=prof.decode_size,
-            train_per_class=prof.train_per_class, test_per_class=prof.test_per_class,
-            mean=spec.mean if spec else None, std=spec.std if spec else None)
+        data_iters = run_loaders(prof, backbone or "resnet18_v2", batch_size)
     train_iter, test_iter = data_iters
     net.collect_params().reset_ctx(devices)
     if hybridize:

@@ -1,10 +1,9 @@
 """Feature-extractor mode equals running the frozen backbone every epoch (no augmentation)."""
 from __future__ import annotations
 
+import mxnet as mx
 import numpy as onp
 import pytest
-
-import mxnet as mx
 from mxnet import autograd, gluon, init, nd
 from mxnet.gluon import nn
 

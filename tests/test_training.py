@@ -1,10 +1,9 @@
 """The training loop: batch splitting, multi-device updates, no rescaling, frozen params."""
 from __future__ import annotations
 
+import mxnet as mx
 import numpy as onp
 import pytest
-
-import mxnet as mx
 from mxnet import autograd, gluon, init, nd
 from mxnet.gluon import nn
 

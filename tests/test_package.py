@@ -1,0 +1,120 @@
+"""The package's front door: lazy book names, a quiet offline setup(), clean notebooks."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from d2l_helpers import notebook_runner
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def _python(code: str, **env) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, **env}, cwd=REPO)
+
+
+def test_book_names_import_lazily_after_the_thread_fix():
+    proc = _python(
+        "import sys, os, d2l_helpers\n"
+        "assert 'mxnet' not in sys.modules, 'import d2l_helpers loaded mxnet'\n"
+        "assert os.environ['MXNET_OMP_MAX_THREADS']\n"
+        "from d2l_helpers import train_fine_tuning, train_batch_ch13, train_ch13\n"
+        "from d2l_helpers.training import train_fine_tuning as t\n"
+        "assert train_fine_tuning is t\n"
+        "print('ok')")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
+
+
+def test_unknown_top_level_name_is_an_attribute_error():
+    import d2l_helpers
+
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        d2l_helpers.nope  # noqa: B018
+
+
+def test_setup_prints_nothing_and_opens_no_socket(shared_hotdog, tmp_path):
+    """setup() must not reach the network (it used to HEAD the model zoo) nor print."""
+    code = (
+        "import socket\n"
+        "def refuse(*a, **k): raise AssertionError('network I/O in setup()')\n"
+        "socket.socket.connect = refuse\n"
+        "socket.create_connection = refuse\n"
+        "import d2l_helpers\n"
+        "run = d2l_helpers.setup(seed=0, profile='ci')\n"
+        "import sys; sys.stderr.write(str(run))\n")
+    proc = _python(code, HOTDOG_DIR=str(shared_hotdog), MXNET_HOME=str(tmp_path / "mx"),
+                   D2L_BACKBONE="")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == ""
+    assert "efficientnet_lite0" in proc.stderr and "resnet18_v2" in proc.stderr  # the reason
+    assert str(tmp_path) not in proc.stderr  # no machine path in the table
+
+
+def test_run_hands_out_the_profile_transforms_and_photos(shared_hotdog):
+    import d2l_helpers
+
+    run = d2l_helpers.setup(seed=0, profile="ci", backbone="efficientnet_lite0")
+    test = run.images("test")
+    assert len(test) == 2 * run.profile.test_per_class
+    x = run.test_augs()(test[0][0])
+    assert tuple(x.shape) == (3, run.profile.image_size, run.profile.image_size)
+    train_iter, test_iter = run.loaders(batch_size=8)
+    X, y = next(iter(test_iter))
+    assert tuple(X.shape) == (8, 3, 96, 96)
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_committed_notebook_is_light_and_has_no_machine_paths(nb_path):
+    assert notebook_runner.problems(nb_path) == []
+
+
+def test_committed_notebooks_weigh_at_most_1_mb_together():
+    total = sum(p.stat().st_size for p in NOTEBOOKS)
+    assert total <= 1_000_000, f"{total:,} bytes"
+
+
+def test_compact_turns_photos_to_jpeg_and_keeps_plots_png():
+    import base64
+    import io
+
+    import nbformat
+    import numpy as onp
+    from PIL import Image, ImageDraw
+
+    def png(img) -> str:
+        buf = io.BytesIO()
+        img.save(buf, "PNG")
+        return base64.b64encode(buf.getvalue()).decode()
+
+    photo = Image.fromarray(onp.random.default_rng(0).integers(0, 255, (200, 300, 3), dtype=onp.uint8))
+    plot = Image.new("RGB", (300, 200), "white")
+    ImageDraw.Draw(plot).line([(0, 0), (300, 200)], fill="blue", width=2)
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("x")
+    cell.outputs = [nbformat.v4.new_output("display_data", data={"image/png": png(photo)}),
+                    nbformat.v4.new_output("display_data", data={"image/png": png(plot)}),
+                    nbformat.v4.new_output("stream", text=f"saved to {Path.home()}/x\n")]
+    nb.cells.append(cell)
+    done = notebook_runner.compact(nb)
+    assert done["jpeg"] == 1
+    assert "image/jpeg" in cell.outputs[0]["data"] and "image/png" in cell.outputs[1]["data"]
+    assert cell.outputs[2]["text"] == "saved to ~/x\n"
+
+
+def test_problems_names_a_machine_path_and_widget_state(tmp_path):
+    nb = {"cells": [{"cell_type": "code", "source": "", "metadata": {}, "outputs": [
+        {"output_type": "stream", "name": "stdout", "text": "from /home/alice/runs/x\n"}]}],
+        "metadata": {"widgets": {}}, "nbformat": 4, "nbformat_minor": 5}
+    f = tmp_path / "nb.ipynb"
+    f.write_text(json.dumps(nb))
+    found = notebook_runner.problems(f)
+    assert any("widget state" in p for p in found)
+    assert any("/home/alice/runs/x" in p for p in found)
