@@ -29,9 +29,9 @@ import shutil
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
 TMP_PREFIX = ".tmp-"
 STALE_SECONDS = 3600.0  # a temporary file this old belongs to a write that died
