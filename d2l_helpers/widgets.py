@@ -1,4 +1,6 @@
-"""An interactive explorer for the book's training augmentation (random resized crop + flip).
+"""Widgets: the augmentation explorer (notebook 02) and the photo upload (notebook 07).
+
+**Augmentation explorer.**
 
 `augmentation_explorer` returns an ipywidgets panel: four sliders for the area fraction
 (``scale``) and aspect-ratio (``ratio``) ranges of ``RandomResizedCrop``, a ``flip``
@@ -15,6 +17,12 @@ arrays (``last_views``, ``last_boxes``) and JPEG bytes (``last_image``; photos c
 better as JPEG than PNG, which keeps executed notebooks small), and also offered as an
 ``image/jpeg`` fallback, so an executed notebook shows it where widgets cannot be rendered.
 
+**Photo upload.** `photo_upload` returns a file-upload button with its own output area. An
+uploaded file is decoded by `data.decode_image` (EXIF orientation, 16-bit and other modes
+handled), handed to your function, and what the function displays or prints appears in that
+area. A file that is not a photo, an empty file or one over Pillow's size limit shows an
+error there, naming the uploaded file and what to do, instead of a traceback elsewhere.
+
 Like `plots`, this is a top layer (ipywidgets and matplotlib), imported only by notebooks.
 
 Example:
@@ -27,7 +35,7 @@ from __future__ import annotations
 import base64
 import io
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
 import ipywidgets as W
 import numpy as onp
@@ -224,3 +232,58 @@ def augmentation_explorer(image, size: int, mean: Sequence[float], std: Sequence
         so it also works headless; the last drawing is in ``last_views``/``last_boxes``.
     """
     return AugmentationExplorer(image, size, mean, std, num_views=num_views)
+
+
+class PhotoUpload(W.VBox):
+    """The panel `photo_upload` returns: ``upload`` (``FileUpload``) above ``output``.
+
+    ``handle(name, content)`` decodes and classifies one file as an upload does; it is what
+    the upload button calls, and what tests and scripts call without a browser.
+    """
+
+    def __init__(self, on_photo, short_side: int | None = None, description: str = "photo"):
+        self.on_photo, self.short_side = on_photo, short_side
+        self.upload = W.FileUpload(accept="image/*", multiple=False, description=description)
+        self.output = W.Output()
+        self.errors: list[str] = []
+        self.upload.observe(self._on_value, names="value")
+        super().__init__([self.upload, self.output])
+
+    def _on_value(self, change) -> None:
+        self.output.clear_output()
+        for f in change["new"]:
+            self.handle(f["name"], bytes(f["content"]))
+
+    def handle(self, name: str, content: bytes):
+        """Decode ``content`` (the bytes of file ``name``) and call ``on_photo(image, name)``
+        inside the output area. Returns what it returned, or None after showing an error."""
+        from .data import HotdogDataError, decode_image
+
+        with self.output:
+            try:
+                image = decode_image(content, name, self.short_side)
+            except HotdogDataError as err:
+                message = (f"{err}\nUpload a photo instead: a JPEG, PNG, WebP or TIFF file "
+                           "from your camera or the web.")
+                self.errors.append(message)
+                print(message)
+                return None
+            return self.on_photo(image, name)
+
+
+def photo_upload(on_photo, short_side: int | None = None) -> PhotoUpload:
+    """A file-upload button whose photos go to ``on_photo(image, name)``; errors show below it.
+
+    ``image`` is an HWC ``uint8`` RGB array (upright, 8-bit), ``name`` the uploaded file's
+    name; ``short_side`` shrinks large photos on decoding, as the data set's photos are.
+
+    Example:
+        >>> seen = []
+        >>> panel = photo_upload(lambda image, name: seen.append((name, image.shape)))
+        >>> panel.handle("notes.txt", b"not a photo")  # printed in the panel  # doctest: +ELLIPSIS
+        Cannot decode image notes.txt: ...
+        Upload a photo instead: a JPEG, PNG, WebP or TIFF file from your camera or the web.
+        >>> seen
+        []
+    """
+    return PhotoUpload(on_photo, short_side)

@@ -86,3 +86,51 @@ def test_resample_button_draws_new_views(photo):
     before = ex.last_views.copy()
     ex.resample_button.click()
     assert ex.draw_count == 2 and not onp.array_equal(before, ex.last_views)
+
+
+# ---------------------------------------------------------------- photo upload
+
+def _png_bytes(array: onp.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_photo_upload_hands_the_decoded_photo_and_its_name(photo):
+    seen = []
+    panel = widgets.photo_upload(lambda image, name: seen.append((name, image)) or "ok")
+    assert panel.handle("lunch.png", _png_bytes(photo)) == "ok"
+    assert seen[0][0] == "lunch.png" and (seen[0][1] == photo).all()
+    assert panel.errors == []
+
+
+@pytest.mark.parametrize("name, content", [("notes.txt", b"a shopping list, not a photo"),
+                                           ("empty.jpg", b"")])
+def test_photo_upload_shows_bad_files_in_its_own_output(name, content, capsys):
+    called = []
+    panel = widgets.photo_upload(lambda image, n: called.append(n))
+    assert panel.handle(name, content) is None
+    assert called == []
+    assert len(panel.errors) == 1 and name in panel.errors[0]
+    assert "BytesIO" not in panel.errors[0]
+    assert "Upload a photo instead" in panel.errors[0]
+
+
+def test_photo_upload_names_a_photo_over_the_pixel_limit(photo, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # the photo has 3,072 pixels
+    panel = widgets.photo_upload(lambda image, n: n)
+    assert panel.handle("huge.png", _png_bytes(photo)) is None
+    assert "huge.png" in panel.errors[0] and "MAX_IMAGE_PIXELS" in panel.errors[0]
+
+
+def test_upload_button_routes_to_handle(photo):
+    seen = []
+    panel = widgets.photo_upload(lambda image, name: seen.append(name))
+    panel._on_value({"new": [{"name": "a.png", "content": memoryview(_png_bytes(photo))}]})
+    assert seen == ["a.png"]
