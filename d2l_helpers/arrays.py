@@ -84,6 +84,12 @@ def pad_hw(F, x, before: int, after: int):
     return F.pad(x, mode="constant", pad_width=(0, 0, 0, 0, before, after, before, after))
 
 
+def convolution(F, x, weight, **kwargs):
+    """MXNet's ``Convolution`` (kernel, stride, pad, num_filter, num_group, no_bias=True)
+    inside ``hybrid_forward``."""
+    return F.npx.convolution(x, weight, **kwargs) if is_np() else F.Convolution(x, weight, **kwargs)
+
+
 @contextmanager
 def np_semantics(on: bool = True) -> Iterator[None]:
     """Run a block with NumPy shape semantics on (or off), then restore the caller's mode.

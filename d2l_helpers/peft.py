@@ -1,6 +1,6 @@
-"""Parameter-efficient fine-tuning for Gluon nets: BitFit and LoRA.
+"""Parameter-efficient fine-tuning for Gluon nets: BitFit, LoRA and residual adapters.
 
-Both start from the ImageNet weights, freeze most of them and train a small set of
+All three start from the ImageNet weights, freeze most of them and train a small set of
 numbers next to a new head (which always trains in full: it is new, 2 x d + 2 numbers).
 
 * **BitFit** (Ben Zaken et al., 2022) trains only the bias vectors. Conv layers in
@@ -17,6 +17,16 @@ numbers next to a new head (which always trains in full: it is new, 2 x d + 2 nu
   (``A`` is then a matrix too) and ``k x k`` convs such as ResNet's 3 x 3 ones
   (``kxk=True``; off by default). Grouped and depthwise convs are never wrapped: a
   depthwise 3 x 3 kernel has 9 numbers per channel, already fewer than any rank-r factor.
+
+* **Residual adapters** (Rebuffi et al., 2017, 2018, the parallel form) put a small 1 x 1
+  convolution beside each pretrained *spatial* convolution (kernel larger than 1 x 1),
+  ``base(x) + adapter(x)``, with the adapter initialised to zero, so training starts from
+  the pretrained function. The adapter has the base's stride and groups: beside a
+  depthwise ``k x k`` conv it is a depthwise 1 x 1 conv (one number per channel), beside an
+  ungrouped one (ResNet's 3 x 3, EfficientNet's stem) a full 1 x 1 conv (1/9 of a 3 x 3's
+  weights). It reads the centre pixel of each of the base's windows, whatever padding the
+  base uses (`ResidualAdapter`), so the two outputs always line up. 1 x 1 convs get no
+  adapter: a parallel 1 x 1 beside a 1 x 1 would just be a second copy of its weights.
 
 `merge_lora` folds every update into its base weight (one conv per layer again, for
 inference); `unmerge_lora` takes it back out so training can go on.
@@ -47,7 +57,7 @@ from mxnet.gluon import nn
 from . import arrays
 
 __all__ = ["LoRA", "add_lora", "lora_layers", "merge_lora", "unmerge_lora", "bitfit",
-           "freeze", "param_kind", "trainable_summary"]
+           "ResidualAdapter", "add_adapters", "freeze", "param_kind", "trainable_summary"]
 
 
 def freeze(block) -> None:
@@ -278,6 +288,84 @@ def unmerge_lora(net) -> int:
         layer.unmerge()
     _clear(net)
     return len(layers)
+
+
+class ResidualAdapter(nn.HybridBlock):
+    """``base(x) + adapter(x)`` around a frozen spatial ``Conv2D`` (kernel larger than 1 x 1).
+
+    The adapter is a 1 x 1 conv with ``base``'s stride and groups (depthwise stays
+    depthwise); its ``weight`` (a parameter of this block) starts at zero, so the block
+    computes exactly ``base(x)``. It must read the centre pixel of each window of ``base``:
+    when ``base`` pads by half its kernel (``pad == k // 2``) a 1 x 1 conv with the same
+    stride does; otherwise (a conv fed an input padded beforehand, as EfficientNet's
+    TensorFlow-"same" stride-2 convs are) the 1 x 1 weight is placed at the centre of a
+    k x k kernel of zeros and run with ``base``'s kernel size, stride and padding. Either
+    way only the 1 x 1 numbers are parameters.
+
+    Example:
+        >>> import mxnet as mx
+        >>> conv = nn.Conv2D(4, 3, strides=2, padding=0, in_channels=4, groups=4, use_bias=False)
+        >>> conv.initialize()
+        >>> block = ResidualAdapter(conv); block.initialize_adapter()
+        >>> x = mx.nd.random.uniform(shape=(1, 4, 9, 9))
+        >>> bool((block(x) == conv(x)).asnumpy().all()), block.weight.shape
+        (True, (4, 1, 1, 1))
+    """
+
+    def __init__(self, base, **kwargs: Any):
+        super().__init__(**kwargs)
+        if not isinstance(base, nn.Conv2D):
+            raise TypeError(f"ResidualAdapter wraps Conv2D layers, not {type(base).__name__}")
+        kw = base._kwargs
+        kernel, pad = tuple(kw["kernel"]), tuple(kw["pad"])
+        if all(k == 1 for k in kernel):
+            raise ValueError("a residual adapter goes beside a spatial conv, not a 1 x 1 one")
+        self._embed = kernel[0] // 2 if any(p != k // 2 for p, k in zip(pad, kernel)) else 0
+        self._conv = {"kernel": kernel if self._embed else (1, 1), "stride": tuple(kw["stride"]),
+                      "pad": pad if self._embed else (0, 0), "num_group": kw.get("num_group", 1),
+                      "num_filter": base.weight.shape[0], "no_bias": True}
+        with self.name_scope():
+            self.base = base
+            self.weight = self.params.get("weight", shape=(base.weight.shape[0],
+                                                           base.weight.shape[1], 1, 1),
+                                          init=init.Zero())
+
+    def initialize_adapter(self, ctx=None) -> None:
+        """Zero the adapter (a no-op at step 0)."""
+        self.weight.initialize(init.Zero(), ctx=ctx, force_reinit=True)
+
+    def hybrid_forward(self, F, x, weight):
+        if self._embed:  # the 1 x 1 numbers at the centre of a k x k kernel of zeros
+            weight = arrays.pad_hw(F, weight, self._embed, self._embed)
+        return self.base(x) + arrays.convolution(F, x, weight, **self._conv)
+
+
+def add_adapters(block) -> dict[str, Any]:
+    """Put a `ResidualAdapter` beside every spatial conv of ``block``, freeze the rest of
+    ``block`` and zero the adapters; returns ``{"wrapped": n, "trainable": n_scalars}``.
+
+    Call it on ``net.features`` so the new head keeps training in full.
+    """
+    freeze(block)
+    wrapped, trainable = 0, 0
+
+    def visit(parent) -> None:
+        nonlocal wrapped, trainable
+        for key, child in list(parent._children.items()):
+            if isinstance(child, (ResidualAdapter, LoRA)):
+                continue
+            if isinstance(child, nn.Conv2D):
+                if any(k > 1 for k in child._kwargs["kernel"]):
+                    adapter = ResidualAdapter(child)
+                    adapter.initialize_adapter()
+                    _replace_child(parent, key, adapter)
+                    wrapped += 1
+                    trainable += _size(adapter.weight)
+            else:
+                visit(child)
+
+    visit(block)
+    return {"wrapped": wrapped, "trainable": trainable}
 
 
 def trainable_summary(net) -> dict[str, int | float]:

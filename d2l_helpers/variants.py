@@ -1,4 +1,4 @@
-"""Four ways to adapt a pretrained net, trained with one recipe and compared fairly.
+"""Five ways to adapt a pretrained net, trained with one recipe and compared fairly.
 
 =====================  ===================================================================
 method                 what trains (the new 2-way head always trains in full)
@@ -8,11 +8,13 @@ method                 what trains (the new 2-way head always trains in full)
 ``BitFit``             the backbone's biases: BatchNorm shifts (beta) and scales (gamma),
                        counted separately; every weight matrix/kernel stays frozen
 ``LoRA``               rank-r adapters on the backbone's 1 x 1 convs (`peft.add_lora`)
+``residual adapters``  a zero-initialised 1 x 1 conv beside every spatial conv of the
+                       backbone (`peft.add_adapters`, Rebuffi et al.)
 =====================  ===================================================================
 
 Same data, profile, optimiser (SGD, weight decay 0.001), learning rate eta (per example:
 0.01 / 128), epochs and seed for every method. The parameters that are new or few, the
-head, LoRA's adapters and BitFit's BatchNorm shifts and scales, train at 10 eta like the
+head, the LoRA and residual adapters and BitFit's BatchNorm shifts and scales, train at 10 eta like the
 book's head; the pretrained weights that train (full fine-tune) at eta.
 
 "Trainable" and "% of all" are `peft.trainable_summary`'s: every parameter but BatchNorm's
@@ -35,7 +37,7 @@ from typing import Any
 
 from .training import FINETUNE_LR, History
 
-METHODS = ("full fine-tune", "feature extraction", "BitFit", "LoRA")
+METHODS = ("full fine-tune", "feature extraction", "BitFit", "LoRA", "residual adapters")
 LORA_RANK = 8
 LORA_ALPHA = 8.0
 PEFT_LR_MULT = 10.0
@@ -48,7 +50,7 @@ def build_variant(method: str, backbone: str, seed: int = 0, rank: int = LORA_RA
     ``details`` says what trains: BitFit's group counts, LoRA's wrapped/skipped layers.
     """
     from .backbones import build_finetune_net
-    from .peft import add_lora, bitfit, freeze
+    from .peft import add_adapters, add_lora, bitfit, freeze
 
     if method not in METHODS:
         raise ValueError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -61,7 +63,9 @@ def build_variant(method: str, backbone: str, seed: int = 0, rank: int = LORA_RA
     elif method == "LoRA":
         lora = add_lora(net.features, rank=rank, alpha=alpha)
         details["lora"] = {"rank": rank, "alpha": alpha, **lora}
-    if method in ("BitFit", "LoRA"):
+    elif method == "residual adapters":
+        details["adapters"] = add_adapters(net.features)
+    if method in ("BitFit", "LoRA", "residual adapters"):
         for p in net.features.collect_params().values():
             if p.grad_req != "null":
                 p.lr_mult = PEFT_LR_MULT

@@ -245,3 +245,80 @@ def test_lora_delta_in_both_modes():
         finally:
             if np_mode:
                 npx.reset_np()
+
+
+# ---------------------------------------------------------------- residual adapters
+
+def _reference_adapter(base, adapter_w, x):
+    """NumPy: base(x) plus a 1 x 1 conv reading the centre pixel of each of base's windows."""
+    kw = base._kwargs
+    (kh, _), (sh, _), (ph, _) = kw["kernel"], kw["stride"], kw["pad"]
+    g = kw.get("num_group", 1)
+    y = base(x).asnumpy()
+    xp = onp.pad(x.asnumpy(), ((0, 0), (0, 0), (ph, ph), (ph, ph)))
+    centre = xp[:, :, kh // 2::sh, kh // 2::sh][:, :, :y.shape[2], :y.shape[3]]
+    w = adapter_w[:, :, 0, 0]                           # (out, in / groups)
+    out_c, in_g = w.shape
+    groups = centre.reshape(centre.shape[0], g, in_g, *centre.shape[2:])
+    w = w.reshape(g, out_c // g, in_g)
+    return y + onp.einsum("goi,ngihw->ngohw", w, groups).reshape(y.shape)
+
+
+@pytest.mark.parametrize("channels,kernel,stride,pad,groups", [
+    (6, 3, 2, 0, 6),    # EfficientNet's stride-2 depthwise 3x3 (input padded beforehand)
+    (6, 5, 2, 0, 6),    # ... and 5x5
+    (6, 5, 1, 2, 6),    # stride-1 depthwise, symmetric padding
+    (8, 3, 1, 1, 1),    # ResNet's ungrouped 3x3
+    (8, 3, 2, 1, 1),    # ResNet's strided 3x3
+])
+def test_residual_adapter_reads_the_centre_of_each_window(channels, kernel, stride, pad, groups):
+    from d2l_helpers.peft import ResidualAdapter
+
+    base = nn.Conv2D(channels, kernel, stride, pad, groups=groups, in_channels=6, use_bias=False)
+    base.initialize(mx.init.Xavier())
+    block = ResidualAdapter(base)
+    block.initialize_adapter()
+    x = nd.random.normal(shape=(2, 6, 11, 11))
+    onp.testing.assert_array_equal(block(x).asnumpy(), base(x).asnumpy())   # zero at step 0
+    w = onp.random.RandomState(1).randn(*block.weight.shape).astype("float32")
+    block.weight.set_data(nd.array(w))
+    onp.testing.assert_allclose(block(x).asnumpy(), _reference_adapter(base, w, x), atol=1e-5)
+    block.hybridize()
+    onp.testing.assert_allclose(block(x).asnumpy(), _reference_adapter(base, w, x), atol=1e-5)
+
+
+@pytest.mark.parametrize("name,expected", [("efficientnet_lite0", 17), ("resnet18_v2", 17)])
+def test_adapters_go_beside_every_spatial_conv_and_start_as_a_no_op(name, expected):
+    from d2l_helpers.peft import ResidualAdapter, add_adapters
+
+    net = _net(name)
+    X = _x()
+    with autograd.predict_mode():
+        before = net(X).asnumpy()
+    info = add_adapters(net.features)
+    assert info["wrapped"] == expected and info["trainable"] > 0
+    with autograd.predict_mode():
+        after = net(X).asnumpy()
+    onp.testing.assert_allclose(after, before, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="1 x 1"):
+        ResidualAdapter(nn.Conv2D(4, 1, in_channels=4))
+
+
+def test_adapters_and_head_are_all_that_train():
+    from d2l_helpers.peft import add_adapters
+
+    net = _net("efficientnet_lite0")
+    info = add_adapters(net.features)
+    trainable = {k for k, p in _params(net).items() if p.grad_req != "null"}
+    assert all(k.startswith("output.") or (k.endswith(".weight") and ".base." not in k)
+               for k in trainable)
+    assert any(not k.startswith("output.") for k in trainable)
+    assert trainable_summary(net)["trainable"] == info["trainable"] + count_parameters(net.output)
+    before = _snapshot(net)
+    _sgd_steps(net, _x(), steps=1)
+    after = _snapshot(net)
+    changed = {k for k in before if not onp.array_equal(before[k], after[k])}
+    stats = {k for k in before if k.endswith(("running_mean", "running_var"))}
+    assert changed - stats <= trainable
+    moved = {k for k in changed if k in trainable and not k.startswith("output.")}
+    assert moved, "the zero-initialised adapters must move at step 1 (their gradient is not 0)"
