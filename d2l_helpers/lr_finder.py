@@ -76,6 +76,11 @@ class LRFinderResult:
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "book_lr": self.book_lr, "book_ratio": self.book_ratio}
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LRFinderResult:
+        """The result `to_dict` wrote (e.g. into a saved run's config), read back."""
+        return cls(**{k: v for k, v in d.items() if k not in ("book_lr", "book_ratio")})
+
 
 def exponential_schedule(start_lr: float, end_lr: float, num_steps: int) -> list[float]:
     """``num_steps`` rates from ``start_lr`` to ``end_lr``, evenly spaced in log scale."""

@@ -4,7 +4,8 @@
 * `LivePlot`: a `training.train_ch13` callback that redraws the book's live curves
   (train loss, train acc, test acc) in a notebook, or does nothing elsewhere;
 * `plot_histories`: several runs' curves on shared axes (fine-tune vs scratch);
-* `plot_confusion`: a 2 x 2 confusion matrix with counts.
+* `plot_confusion`: a confusion matrix with counts;
+* `show_heatmaps`: Grad-CAM maps over their photos; `plot_lr_find`: the learning-rate finder.
 
 Example:
     >>> from d2l_helpers.plots import LivePlot
@@ -165,6 +166,50 @@ def plot_confusion(matrix, class_names: Sequence[str], ax=None):
         for j in range(m.shape[1]):
             ax.text(j, i, int(m[i, j]), ha="center", va="center",
                     color="white" if m[i, j] > m.max() / 2 else "black")
+    return ax
+
+
+def show_heatmaps(images: Sequence, maps: Sequence, titles: Sequence[str] | None = None,
+                  num_cols: int = 4, scale: float = 1.7, alpha: float = 0.45):
+    """Photos with a heat map (values in [0, 1], e.g. `gradcam.GradCAM.maps`) laid over
+    them, in a grid; each map is stretched over its photo. Returns the axes."""
+    n = len(images)
+    rows = -(-n // num_cols)
+    fig, axes = plt.subplots(rows, num_cols, figsize=(num_cols * scale, rows * scale),
+                             squeeze=False)
+    axes = axes.ravel()
+    for i, ax in enumerate(axes):
+        ax.axis("off")
+        if i >= n:
+            continue
+        img = _to_numpy(images[i])
+        h, w = img.shape[:2]
+        ax.imshow(img)
+        ax.imshow(onp.asarray(maps[i]), cmap="jet", alpha=alpha, vmin=0, vmax=1,
+                  extent=(0, w, h, 0), interpolation="bilinear")
+        if titles is not None and i < len(titles):
+            ax.set_title(titles[i], fontsize=8)
+    fig.tight_layout()
+    return axes
+
+
+def plot_lr_find(result, ax=None):
+    """A `lr_finder.LRFinderResult`: loss (raw and smoothed) against the learning rate on a
+    log axis, the suggested rate and the book's rate marked."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot(result.lrs, result.losses, color="0.75", lw=1, label="loss per step")
+    ax.plot(result.lrs, result.smoothed, lw=2, label="smoothed")
+    ax.axvline(result.suggested_lr, color="C2", ls="--", lw=1.5,
+               label=f"suggested {result.suggested_lr:.1e}")
+    ax.axvline(result.book_lr, color="C3", ls=":", lw=1.5, label=f"the book's {result.book_lr:.1e}")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate (per example)")
+    ax.set_ylabel("training loss")
+    top = max(result.smoothed[: max(1, len(result.smoothed))])
+    ax.set_ylim(min(result.smoothed) * 0.9, min(top, 3 * min(result.smoothed)) * 1.1)
+    ax.grid(True, alpha=0.3, which="both")
+    ax.legend(fontsize=8)
     return ax
 
 

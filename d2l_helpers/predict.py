@@ -59,6 +59,20 @@ def confusion_matrix(labels: Sequence[int], preds: Sequence[int], num_classes: i
     return m
 
 
+def per_class_accuracy(matrix) -> onp.ndarray:
+    """Accuracy (recall) of each true class from a confusion matrix: the diagonal over each
+    row's sum; NaN for a class with no test photos.
+
+    Example:
+        >>> per_class_accuracy([[8, 2, 0], [1, 4, 5], [0, 0, 0]]).round(2).tolist()
+        [0.8, 0.4, nan]
+    """
+    m = onp.asarray(matrix, dtype=onp.float64)
+    totals = m.sum(axis=1)
+    with onp.errstate(invalid="ignore", divide="ignore"):
+        return onp.where(totals > 0, onp.diag(m) / totals, onp.nan)
+
+
 def dataset_predictions(net, dataset, transform, devices: Sequence | None = None):
     """Probabilities and labels for every image of a `data.HotdogImages` split."""
     images = [dataset[i][0] for i in range(len(dataset))]
@@ -70,3 +84,38 @@ def classify(net, image, transform, class_names: Sequence[str]) -> tuple[str, fl
     p = predict_proba(net, [image], transform)[0]
     k = int(p.argmax())
     return class_names[k], float(p[k])
+
+
+def top_losses(probs: onp.ndarray, labels: Sequence[int], k: int = 6,
+               per_class: bool = False) -> list[tuple[int, float]]:
+    """The ``k`` photos with the largest cross-entropy loss ``-log p(true class)``, as
+    ``(index, loss)``, largest first (fastai's ``plot_top_losses``). With ``per_class``,
+    the ``k`` largest of each true class, class by class.
+
+    Example:
+        >>> p = onp.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+        >>> [(i, round(l, 2)) for i, l in top_losses(p, [0, 0, 1], k=2)]
+        [(1, 1.61), (2, 0.92)]
+    """
+    labels = onp.asarray(labels, dtype=int)
+    losses = -onp.log(onp.clip(probs[onp.arange(len(labels)), labels], 1e-12, 1.0))
+    groups = [onp.flatnonzero(labels == c) for c in onp.unique(labels)] if per_class \
+        else [onp.arange(len(labels))]
+    out = []
+    for idx in groups:
+        order = idx[onp.argsort(-losses[idx], kind="stable")][:k]
+        out += [(int(i), float(losses[i])) for i in order]
+    return out
+
+
+def most_confused(matrix, class_names: Sequence[str], min_count: int = 1) -> list[tuple[str, str, int]]:
+    """Off-diagonal cells of a confusion matrix, largest first: ``(true, predicted, count)``.
+
+    Example:
+        >>> most_confused([[5, 2], [1, 7]], ["hotdog", "not-hotdog"])
+        [('hotdog', 'not-hotdog', 2), ('not-hotdog', 'hotdog', 1)]
+    """
+    m = onp.asarray(matrix)
+    cells = [(class_names[i], class_names[j], int(m[i, j])) for i in range(m.shape[0])
+             for j in range(m.shape[1]) if i != j and m[i, j] >= min_count]
+    return sorted(cells, key=lambda c: -c[2])
