@@ -48,11 +48,10 @@ SLIDER_NAMES = ("scale min", "scale max", "ratio min", "ratio max")
 
 def _as_mx(image):
     """HWC uint8 image as an MXNet array of the active flavour (``np`` or legacy ``nd``)."""
-    from mxnet import nd, np, npx
+    from .arrays import array
 
     arr = image.asnumpy() if hasattr(image, "asnumpy") else onp.asarray(image)
-    arr = onp.ascontiguousarray(arr, dtype=onp.uint8)
-    return np.array(arr, dtype="uint8") if npx.is_np_array() else nd.array(arr, dtype="uint8")
+    return array(onp.ascontiguousarray(arr, dtype=onp.uint8), dtype="uint8")
 
 
 def sample_views(image, size: int, scale: Sequence[float], ratio: Sequence[float],

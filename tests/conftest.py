@@ -126,3 +126,17 @@ def fake_model_zoo(tmp_path, http_server, monkeypatch):
     monkeypatch.setenv("MXNET_HOME", str(tmp_path / "mxnet_home"))
     monkeypatch.delenv("D2L_BACKBONE", raising=False)
     return net
+
+
+@pytest.fixture(params=["np", "nd"])
+def array_mode(request):
+    """Notebooks run in NumPy mode (``npx.set_np()``); plain Gluon code in ndarray mode."""
+    from mxnet import npx
+
+    if request.param == "np":
+        npx.set_np()
+    try:
+        yield request.param
+    finally:
+        if request.param == "np":
+            npx.reset_np()

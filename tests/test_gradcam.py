@@ -13,16 +13,6 @@ from d2l_helpers.gradcam import grad_cam, grad_cam_images, pooling_index
 SIZE = 32          # input pixels; the feature map is SIZE / 4 = 8 cells a side
 
 
-@pytest.fixture(params=["np", "nd"])
-def array_mode(request):
-    if request.param == "np":
-        npx.set_np()
-    try:
-        yield request.param
-    finally:
-        if request.param == "np":
-            npx.reset_np()
-
 
 def patch_net(hybridize: bool = False):
     """Channel 0 of the last feature map fires on bright pixels, channel 1 on dark ones;

@@ -9,23 +9,13 @@ from pathlib import Path
 import mxnet as mx
 import numpy as onp
 import pytest
-from mxnet import init, npx
+from mxnet import init
 from mxnet.gluon import nn
 
 from d2l_helpers import predict
 
 REPO = Path(__file__).resolve().parent.parent
 
-
-@pytest.fixture(params=["np", "nd"])
-def array_mode(request):
-    if request.param == "np":
-        npx.set_np()
-    try:
-        yield request.param
-    finally:
-        if request.param == "np":
-            npx.reset_np()
 
 
 def flat(img):

@@ -15,7 +15,7 @@ from datetime import datetime
 import mxnet as mx
 import numpy as onp
 import pytest
-from mxnet import init, npx
+from mxnet import init
 from mxnet.gluon import nn
 
 from d2l_helpers import arrays, paths, runs
@@ -78,17 +78,6 @@ def fake_training(net, seed: int = 1):
         return fake_history()
     return train
 
-
-@pytest.fixture(params=["np", "nd"])
-def array_mode(request):
-    """Notebooks run in NumPy mode (``npx.set_np()``); plain Gluon code in ndarray mode."""
-    if request.param == "np":
-        npx.set_np()
-    try:
-        yield request.param
-    finally:
-        if request.param == "np":
-            npx.reset_np()
 
 
 def save_tiny(name="finetune", seed=1, meta=META, **kw) -> dict[str, onp.ndarray]:

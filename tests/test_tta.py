@@ -23,16 +23,6 @@ SIZE, RESIZE = 8, 10
 MEAN, STD = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
 
 
-@pytest.fixture(params=["np", "nd"])
-def array_mode(request):
-    if request.param == "np":
-        npx.set_np()
-    try:
-        yield request.param
-    finally:
-        if request.param == "np":
-            npx.reset_np()
-
 
 def conv_net():
     """Not mirror-symmetric: a 3 x 3 convolution sees left and right differently."""
