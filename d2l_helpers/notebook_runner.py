@@ -4,12 +4,157 @@ Used by ``python -m d2l_helpers run`` (the README's main job). Each notebook run
 fresh kernel with ``D2L_PROFILE`` and ``D2L_RUNS_DIR`` set, in its own folder so relative
 paths work; executed copies go to ``output`` (or back into ``notebooks/`` with
 ``in_place``), and ``results.md`` beside them lists every saved run.
+
+Before an executed notebook is written, `compact` makes it fit for git: photos (PNG
+figures with many colours) become JPEG, widget state and per-run metadata are dropped, and
+absolute paths of this machine in outputs are replaced by relative ones. `problems` lists
+what would still make a committed notebook heavy or machine-specific; a test runs it over
+``notebooks/``.
+
+Example:
+    >>> import nbformat
+    >>> nb = nbformat.v4.new_notebook(metadata={"widgets": {"state": {}}})
+    >>> compact(nb)["widget_state"], "widgets" in nb.metadata
+    (True, False)
 """
 from __future__ import annotations
 
+import base64
+import io
 import os
+import re
 import time
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+# A PNG output with at least this many colours (in a 64x64 thumbnail) is a photo or a grid
+# of photos: JPEG stores it in a fraction of the bytes. Line plots have a few dozen colours.
+PHOTO_COLOURS = 1500
+JPEG_QUALITY = 85
+# Absolute paths of a machine (POSIX home, temporary and work folders) in outputs.
+MACHINE_PATH = re.compile(r"(?<![\w.~])/(?:home|root|Users|tmp|work|var/folders|srv|mnt)/[^\s'\"<>)]*")
+MAX_NOTEBOOK_BYTES = 250_000
+
+
+def _png_to_jpeg(b64: str) -> str | None:
+    """The JPEG (base64) of a photo-like PNG when it is at most 60 % of the size, else None."""
+    from PIL import Image
+
+    raw = base64.b64decode(b64)
+    with Image.open(io.BytesIO(raw)) as img:
+        img.load()
+        thumb = img.convert("RGB").resize((64, 64))
+        if len(thumb.getcolors(64 * 64) or []) < PHOTO_COLOURS:
+            return None
+        buf = io.BytesIO()
+        img.convert("RGB").save(buf, "JPEG", quality=JPEG_QUALITY, optimize=True)
+    return base64.b64encode(buf.getvalue()).decode("ascii") if buf.tell() < 0.6 * len(raw) else None
+
+
+def _local_paths(text: str) -> str:
+    """Replace this machine's repository parent and home folder by ``..`` and ``~``."""
+    for prefix, short in ((str(REPO / "notebooks"), "."), (str(REPO), ".."),
+                          (str(REPO.parent), "../.."), (str(Path.home()), "~")):
+        text = text.replace(prefix + "/", short + "/").replace(prefix, short)
+    return text
+
+
+def compact(nb) -> dict[str, int | bool]:
+    """Make an executed notebook fit for git, in place; return what was changed."""
+    done = {"jpeg": 0, "widget_views": 0, "paths": 0,
+            "widget_state": "widgets" in nb.metadata}
+    nb.metadata.pop("widgets", None)  # saved widget state: ~100 KB, useless without a kernel
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)  # timestamps: noise in git diffs
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            if WIDGET_VIEW in data and len(data) > 1:  # keep the static picture/text only
+                del data[WIDGET_VIEW]
+                done["widget_views"] += 1
+            if "image/png" in data:
+                jpeg = _png_to_jpeg(data["image/png"])
+                if jpeg is not None:
+                    del data["image/png"]
+                    data["image/jpeg"] = jpeg
+                    out.get("metadata", {}).pop("image/png", None)
+                    done["jpeg"] += 1
+            for key in ("text", *[k for k in data if k.startswith("text/")]):
+                holder = out if key == "text" else data
+                if key in holder:
+                    value = holder[key]
+                    text = "".join(value) if isinstance(value, list) else value
+                    new = _local_paths(text)
+                    if new != text:
+                        holder[key] = new
+                        done["paths"] += 1
+    return done
+
+
+def problems(nb_path: Path) -> list[str]:
+    """What makes a committed notebook heavy or machine-specific (empty when clean)."""
+    import json
+
+    text = nb_path.read_text()
+    nb = json.loads(text)
+    found = []
+    if len(text.encode()) > MAX_NOTEBOOK_BYTES:
+        found.append(f"{len(text.encode()):,} bytes, over {MAX_NOTEBOOK_BYTES:,}")
+    if "widgets" in nb.get("metadata", {}):
+        found.append("saved widget state in the notebook metadata")
+    for i, cell in enumerate(nb["cells"]):
+        for out in cell.get("outputs", []):
+            if "image/png" in out.get("data", {}) and _png_to_jpeg(out["data"]["image/png"]):
+                found.append(f"cell {i}: a photo stored as PNG")
+            blob = json.dumps(out)
+            found += [f"cell {i}: machine path {m!r}" for m in sorted(set(MACHINE_PATH.findall(blob)))]
+    return found
+
+
+def _last_seconds(nb_path: Path, profile: str) -> float | None:
+    """How long the notebook's last execution in ``profile`` took (its metadata), or None."""
+    import json
+
+    run = json.loads(nb_path.read_text()).get("metadata", {}).get("d2l", {}).get("executed", {})
+    return float(run["seconds"]) if run.get("profile") == profile and "seconds" in run else None
+
+
+class Progress:
+    """The main job's progress on stderr: a bar over the cells of the current notebook, and
+    the job's elapsed and estimated remaining time (from the notebooks' last executions in
+    this profile; "?" for one never run in it)."""
+
+    def __init__(self, index: int, count: int, name: str, nb, estimates, job_start: float):
+        import sys
+
+        from tqdm import tqdm
+
+        cells = sum(c.cell_type == "code" for c in nb.cells)
+        self.index, self.estimates, self.job_start = index, estimates, job_start
+        self.start = time.perf_counter()
+        self.bar = tqdm(total=cells, desc=f"[{index + 1}/{count}] {name}", unit="cell",
+                        file=sys.stderr, leave=False, dynamic_ncols=True)
+        self._postfix()
+
+    def _postfix(self) -> None:
+        elapsed = time.perf_counter() - self.job_start
+        this = self.estimates[self.index]
+        rest = self.estimates[self.index + 1:]
+        if this is None or any(e is None for e in rest):
+            remaining = "?"
+        else:
+            left = max(0.0, this - (time.perf_counter() - self.start)) + sum(rest)
+            remaining = f"{left / 60:.0f} min"
+        self.bar.set_postfix_str(f"job {elapsed / 60:.1f} min, about {remaining} left", refresh=True)
+
+    def cell_done(self, cell=None, cell_index=None, **_) -> None:
+        if cell is not None and cell.get("cell_type") != "code":
+            return
+        self.bar.update(1)
+        self._postfix()
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def run_notebooks(nb_dir: Path, output: Path | None, profile: str | None = None,
@@ -32,11 +177,15 @@ def run_notebooks(nb_dir: Path, output: Path | None, profile: str | None = None,
         print(f"No notebooks matching {pattern} in {nb_dir}")
         return 1
     failed, rows = [], []
-    for nb_path in notebooks:
+    estimates = [_last_seconds(p, prof.name) for p in notebooks]
+    job_start = time.perf_counter()
+    for k, nb_path in enumerate(notebooks):
         nb = nbformat.read(nb_path, as_version=4)
         start = time.perf_counter()
+        progress = Progress(k, len(notebooks), nb_path.name, nb, estimates, job_start)
         client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                                resources={"metadata": {"path": str(nb_dir)}})
+                                resources={"metadata": {"path": str(nb_dir)}},
+                                on_cell_complete=progress.cell_done)
         try:
             client.execute()
             status = "ok"
@@ -44,14 +193,21 @@ def run_notebooks(nb_dir: Path, output: Path | None, profile: str | None = None,
             status = "FAILED"
             failed.append(nb_path.name)
             print(str(err)[-2000:])
+        progress.close()
         secs = time.perf_counter() - start
         rows.append((nb_path.name, status, secs))
         print(f"{nb_path.name:<32}{status:<8}{secs:7.1f} s", flush=True)
-        for cell in nb.cells:  # keep outputs, drop per-run noise (timestamps) from git diffs
-            cell.metadata.pop("execution", None)
+        compact(nb)
+        nb.metadata.setdefault("d2l", {})["executed"] = {
+            "profile": prof.name, "seconds": round(secs), "status": status}
         dest = nb_path if output is None else output / nb_path.name
         dest.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, dest)
+    if output is None and not failed:  # the table reads each notebook's last execution
+        readme = nb_dir.parent / "README.md"
+        if readme.exists():
+            readme.write_text(with_course_table(readme.read_text(), nb_dir))
+            print(f"Updated the course table in {readme.name}")
     summary = _summary(prof, rows, list_runs(), runs_dir())
     (build / "results.md").parent.mkdir(parents=True, exist_ok=True)
     (build / "results.md").write_text(summary)
@@ -74,3 +230,39 @@ def _summary(prof, rows, runs, where) -> str:
                      f"{c.get('seed')} | {h.epoch[-1]} | {h.test_acc[-1]:.3f} | "
                      f"{h.train_acc[-1]:.3f} | {h.total_seconds:.0f} |")
     return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- the README's course table
+
+TABLE_START, TABLE_END = "<!-- course table: generated from the notebooks -->", "<!-- end of course table -->"
+
+
+def course_table(nb_dir: Path) -> str:
+    """The README's table of notebooks, from each notebook's own title and metadata.
+
+    Each notebook keeps ``metadata.d2l.learn`` (what you learn, one line) and
+    ``metadata.d2l.needs`` (what it needs first); the main job (``--in-place``) records how
+    long its last execution took (``metadata.d2l.executed``). The README's table is this
+    function's output, so it cannot drift from the notebooks (a test checks it).
+    """
+    import json
+
+    lines = ["| notebook | what you learn | minutes (2-core CPU, cpu profile) | needs first |",
+             "|---|---|---|---|"]
+    for path in sorted(nb_dir.glob("[0-9][0-9]_*.ipynb")):
+        nb = json.loads(path.read_text())
+        meta = nb["metadata"].get("d2l", {})
+        title = next(("".join(c["source"]).splitlines()[0].lstrip("# ").strip()
+                      for c in nb["cells"] if c["cell_type"] == "markdown"), path.stem)
+        run = meta.get("executed", {})
+        minutes = (f"{run['seconds'] / 60:.1f}" if run.get("profile") == "cpu"
+                   and run.get("seconds") is not None else "not measured")
+        lines.append(f"| [{title}](notebooks/{path.name}) | {meta.get('learn', '')} | "
+                     f"{minutes} | {meta.get('needs', '')} |")
+    return "\n".join(lines)
+
+
+def with_course_table(readme: str, nb_dir: Path) -> str:
+    """``readme`` with the text between the table markers replaced by `course_table`."""
+    start, end = readme.index(TABLE_START) + len(TABLE_START), readme.index(TABLE_END)
+    return readme[:start] + "\n" + course_table(nb_dir) + "\n" + readme[end:]

@@ -118,3 +118,48 @@ def test_problems_names_a_machine_path_and_widget_state(tmp_path):
     found = notebook_runner.problems(f)
     assert any("widget state" in p for p in found)
     assert any("/home/alice/runs/x" in p for p in found)
+
+
+def test_readme_course_table_is_generated_from_the_notebooks():
+    readme = (REPO / "README.md").read_text()
+    assert notebook_runner.with_course_table(readme, REPO / "notebooks") == readme, (
+        "README's course table differs from the notebooks: run the main job with --in-place "
+        "(bash scripts/module.sh --in-place), which rewrites it")
+    for nb_path in NOTEBOOKS:
+        meta = json.loads(nb_path.read_text())["metadata"].get("d2l", {})
+        assert meta.get("learn"), f"{nb_path.name}: metadata.d2l.learn (one line) is missing"
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_every_notebook_has_the_course_skeleton(nb_path):
+    nb = json.loads(nb_path.read_text())
+    first = "".join(nb["cells"][0]["source"])
+    for part in ("**What you will learn**", "**Needs first:**", "**Time:**"):
+        assert part in first, f"{nb_path.name}: first cell lacks {part}"
+    setup = "".join(nb["cells"][1]["source"])
+    assert "import d2l_helpers" in setup and "d2l_helpers.setup(" in setup
+    headings = ["".join(c["source"]).splitlines()[0] for c in nb["cells"]
+                if c["cell_type"] == "markdown" and c["source"]]
+    assert "## Summary" in headings and headings[-1] == "## References"
+    assert all("slideshow" in c["metadata"] for c in nb["cells"]), "every cell needs RISE metadata"
+
+
+def test_main_job_runs_a_notebook_records_its_time_and_shows_progress(tmp_path, monkeypatch, capfd):
+    import nbformat
+
+    for var in ("D2L_PROFILE", "D2L_RUNS_DIR", "D2L_REPLAY"):
+        monkeypatch.setenv(var, os.environ.get(var, ""))   # run_notebooks sets them; restore after
+    nb_dir = tmp_path / "notebooks"
+    nb_dir.mkdir()
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# 01 · Tiny"),
+                                         nbformat.v4.new_code_cell("print(6 * 7)"),
+                                         nbformat.v4.new_code_cell("import os; print(os.environ['D2L_REPLAY'])")])
+    nbformat.write(nb, nb_dir / "01_tiny.ipynb")
+    out = tmp_path / "build" / "notebooks"
+    assert notebook_runner.run_notebooks(nb_dir, out, profile="ci") == 0
+    done = nbformat.read(out / "01_tiny.ipynb", as_version=4)
+    assert done.cells[1].outputs[0]["text"] == "42\n" and done.cells[2].outputs[0]["text"] == "0\n"
+    assert done.metadata["d2l"]["executed"]["profile"] == "ci"
+    assert (tmp_path / "build" / "results.md").exists()
+    err = capfd.readouterr().err
+    assert "[1/1] 01_tiny.ipynb" in err and "left" in err
