@@ -240,8 +240,8 @@ TABLE_START, TABLE_END = "<!-- course table: generated from the notebooks -->", 
 def course_table(nb_dir: Path) -> str:
     """The README's table of notebooks, from each notebook's own title and metadata.
 
-    Each notebook keeps ``metadata.d2l.learn`` (what you learn, one line) and
-    ``metadata.d2l.needs`` (what it needs first); the main job (``--in-place``) records how
+    Each notebook keeps ``metadata.d2l.learn`` (what you learn, one line) and says what it
+    needs first in its header (``**Needs first:** ...``); the main job (``--in-place``) records how
     long its last execution took (``metadata.d2l.executed``). The README's table is this
     function's output, so it cannot drift from the notebooks (a test checks it).
     """
@@ -252,13 +252,15 @@ def course_table(nb_dir: Path) -> str:
     for path in sorted(nb_dir.glob("[0-9][0-9]_*.ipynb")):
         nb = json.loads(path.read_text())
         meta = nb["metadata"].get("d2l", {})
-        title = next(("".join(c["source"]).splitlines()[0].lstrip("# ").strip()
-                      for c in nb["cells"] if c["cell_type"] == "markdown"), path.stem)
+        header = next(("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown"),
+                      path.stem)
+        title = header.splitlines()[0].lstrip("# ").strip()
+        needs = re.search(r"\*\*Needs first:\*\*\s*(.+)", header)
         run = meta.get("executed", {})
         minutes = (f"{run['seconds'] / 60:.1f}" if run.get("profile") == "cpu"
                    and run.get("seconds") is not None else "not measured")
         lines.append(f"| [{title}](notebooks/{path.name}) | {meta.get('learn', '')} | "
-                     f"{minutes} | {meta.get('needs', '')} |")
+                     f"{minutes} | {needs.group(1).strip() if needs else ''} |")
     return "\n".join(lines)
 
 
