@@ -87,3 +87,28 @@ def test_feature_mode_on_the_shared_photos(shared_hotdog, monkeypatch):
     assert h.train_loss[-1] < h.train_loss[0]
     for before, p in zip(frozen, list(net.features.collect_params().values())[:3]):
         onp.testing.assert_array_equal(p.data().asnumpy(), before)
+
+
+@pytest.mark.slow
+def test_features_are_extracted_once_per_process_and_reuse_changes_nothing(shared_hotdog, monkeypatch):
+    """A second seed reuses the extracted features; the result equals extracting them again."""
+    from d2l_helpers import features
+    from d2l_helpers.backbones import build_finetune_net
+
+    monkeypatch.setenv("HOTDOG_DIR", str(shared_hotdog))
+    features._COMPUTED.clear()
+
+    def run(seed):
+        net, _ = build_finetune_net("efficientnet_lite0", seed=seed)
+        h = train_head_on_features(net, 7.8125e-5, num_epochs=1, profile="ci",
+                                   backbone="efficientnet_lite0", seed=seed)
+        return h, net.output.weight.data().asnumpy()
+
+    first, _ = run(0)
+    reused, w_reused = run(1)
+    assert not first.config["features_reused"] and reused.config["features_reused"]
+    features._COMPUTED.clear()
+    fresh, w_fresh = run(1)
+    assert not fresh.config["features_reused"]
+    assert reused.test_acc == fresh.test_acc and reused.train_loss == fresh.train_loss
+    onp.testing.assert_array_equal(w_reused, w_fresh)
