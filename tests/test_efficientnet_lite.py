@@ -301,3 +301,84 @@ def test_imagenet_classes():
         imagenet_row("hot dog")  # not a short name, but suggested
     with pytest.raises(ValueError, match="ambiguous"):
         imagenet_row("crane")
+
+
+# ---------------------------------------------------------------- TF "SAME" padding
+def _reference_convbn(blk, x):
+    """The old formulation of a `_ConvBN`: explicit asymmetric pad, k x k conv, BN, clip."""
+    conv = blk.conv
+    k, s = conv.weight.shape[-1], conv._kwargs["stride"][0]
+    total = max(k - s, 0)
+    b, a = total // 2, total - total // 2
+    if b != a:
+        x = mx.nd.pad(x, mode="constant", pad_width=(0, 0, 0, 0, b, a, b, a))
+    y = mx.nd.Convolution(x, conv.weight.data(), kernel=(k, k), stride=(s, s),
+                          pad=(b, b) if b == a else (0, 0), num_filter=conv._kwargs["num_filter"],
+                          num_group=conv._kwargs["num_group"], no_bias=True)
+    y = blk.bn(y)
+    return mx.nd.clip(y, 0, 6) if blk._act else y
+
+
+def _forward_and_grads(fn, x, params):
+    x = x.copy()
+    x.attach_grad()
+    with autograd.record():
+        y = fn(x)
+        loss = (y * mx.nd.cos(y)).sum()  # any non-linear scalar of the output
+    loss.backward()
+    return y.asnumpy(), x.grad.asnumpy(), {k: p.grad().asnumpy() for k, p in params.items()
+                                           if p.grad_req != "null"}
+
+
+@pytest.mark.parametrize("kernel,groups,size", [(3, 1, 16), (3, 8, 16), (5, 8, 16), (5, 8, 15),
+                                                (3, 1, 15)])
+def test_stride2_same_padding_equals_explicit_pad(kernel, groups, size):
+    """(k+1)x(k+1) zero-led kernel == explicit (p, p+1) pad: outputs and all gradients."""
+    mx.random.seed(0)
+    blk = E._ConvBN(8, 8 if groups > 1 else 3, kernel, 2, groups=groups)
+    blk.initialize(init.Normal(0.5))
+    assert blk.conv.weight.shape[-2:] == (kernel, kernel)  # the Parameter stays k x k
+    x = mx.nd.random.normal(shape=(2, blk.conv._in_channels, size, size))
+    params = blk.collect_params()
+    ref = _forward_and_grads(lambda v: _reference_convbn(blk, v), x, params)
+    for hybrid in (False, True):
+        if hybrid:
+            blk.hybridize(static_alloc=True)
+        new = _forward_and_grads(blk, x, params)
+        assert new[0].shape == ref[0].shape  # odd sizes too (static padding, as the port)
+        assert size % 2 or new[0].shape == (2, 8, size // 2, size // 2)
+        np.testing.assert_allclose(new[0], ref[0], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(new[1], ref[1], rtol=1e-4, atol=1e-4 * np.abs(ref[1]).max())
+        for k in ref[2]:
+            np.testing.assert_allclose(new[2][k], ref[2][k], rtol=1e-4,
+                                       atol=1e-4 * np.abs(ref[2][k]).max(), err_msg=k)
+
+
+def test_whole_net_equals_explicit_pad(pretrained_root, monkeypatch):
+    """Logits (predict mode) and weight gradients (train mode) of the whole pretrained net."""
+    mx.random.seed(1)
+    x = mx.nd.random.normal(shape=(2, 3, 96, 96))
+    y = mx.nd.array([0, 1])
+
+    def run(hybridize):
+        net = E.efficientnet_lite0(pretrained=True, root=pretrained_root)
+        if hybridize:
+            net.hybridize(static_alloc=True)
+        logits = net(x).asnumpy()
+        with autograd.record():
+            loss = gluon.loss.SoftmaxCrossEntropyLoss()(net(x), y)
+        loss.backward()
+        return logits, {k: p.grad().asnumpy() for k, p in net._collect_params_with_prefix().items()
+                        if p.grad_req != "null"}
+
+    with monkeypatch.context() as m:
+        m.setattr(E._ConvBN, "hybrid_forward", lambda self, F, x: _reference_convbn(self, x))
+        ref = run(hybridize=False)
+    scale = max(np.abs(g).max() for g in ref[1].values())
+    for hybridize in (False, True):
+        new = run(hybridize)
+        np.testing.assert_allclose(new[0], ref[0], rtol=1e-5, atol=1e-5)
+        for k in ref[1]:
+            # BN shifts followed by another BN get gradients that are pure rounding noise
+            np.testing.assert_allclose(new[1][k], ref[1][k], rtol=1e-3, atol=1e-5 * scale,
+                                       err_msg=k)

@@ -153,7 +153,8 @@ def test_main_job_runs_a_notebook_records_its_time_and_shows_progress(tmp_path, 
     nb_dir.mkdir()
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# 01 · Tiny"),
                                          nbformat.v4.new_code_cell("print(6 * 7)"),
-                                         nbformat.v4.new_code_cell("import os; print(os.environ['D2L_REPLAY'])")])
+                                         nbformat.v4.new_code_cell(
+                                             "import os; print(os.environ['D2L_REPLAY'])")])
     nbformat.write(nb, nb_dir / "01_tiny.ipynb")
     out = tmp_path / "build" / "notebooks"
     assert notebook_runner.run_notebooks(nb_dir, out, profile="ci") == 0
