@@ -13,7 +13,8 @@ the book's 0.01 per batch of 128 is 7.8125e-5, inside the default range 1e-7 .. 
 The loss is smoothed by an exponential moving average (beta 0.98) with bias correction,
 ``avg = beta * avg + (1 - beta) * loss; smoothed = avg / (1 - beta ** step)``. The
 **suggested rate is the steepest descent** of the smoothed loss against log(lr), looked for
-between the 5th step and the minimum (fastai's "steep"); `LRFinderResult.lr_min_div10`,
+between the 5th step and the minimum after it (fastai's "steep"; the first smoothed values
+average only a few noisy batches, so neither is looked for among them); `LRFinderResult.lr_min_div10`,
 the rate at the minimum divided by 10 (fastai's "minimum"), is the more cautious second
 opinion. When the loss never falls, the suggestion falls back to that one.
 
@@ -103,16 +104,23 @@ def suggest(lrs: Sequence[float], smoothed: Sequence[float],
             skip_start: int = SKIP_START) -> tuple[int, int]:
     """(index of the steepest descent, index of the minimum) of ``smoothed`` vs log(lr).
 
-    The steepest descent is looked for from step ``skip_start`` (fewer when the run is
-    short) up to the minimum; without at least two falling steps it is ``min_index``'s.
+    The first ``skip_start`` smoothed values (a third of a short run at most) average only a
+    few noisy batches, so both the minimum and the steepest descent are looked for after
+    them; the steepest descent lies between there and the minimum. Without at least two
+    falling steps there it is the minimum's index (and the suggestion its rate / 10).
+
+    Example:
+        >>> lrs = [10.0 ** (k / 4 - 7) for k in range(12)]
+        >>> suggest(lrs, [0.1, 0.9, 0.9, 0.9, 0.9, 0.9, 0.8, 0.5, 0.3, 0.2, 0.6, 2.0])
+        (7, 9)
     """
     s = onp.asarray(smoothed, dtype=onp.float64)
-    i_min = int(onp.nanargmin(s))
-    lo = min(skip_start, max(i_min - 2, 0))
-    if i_min - lo < 2:
+    skip = min(skip_start, len(s) // 3)
+    i_min = skip + int(onp.nanargmin(s[skip:]))
+    if i_min - skip < 2:
         return i_min, i_min
-    grad = onp.gradient(s[lo:i_min + 1], onp.log(onp.asarray(lrs[lo:i_min + 1])))
-    return lo + int(onp.argmin(grad)), i_min
+    grad = onp.gradient(s[skip:i_min + 1], onp.log(onp.asarray(lrs[skip:i_min + 1])))
+    return skip + int(onp.argmin(grad)), i_min
 
 
 def _cycle(batches: Iterable) -> Iterator:

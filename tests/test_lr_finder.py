@@ -137,4 +137,7 @@ def test_suggest_rule_on_a_known_curve():
     assert i_steep < i_min
     assert lrs[i_steep] == pytest.approx(10 ** -3.5, rel=0.3)
     assert suggest(lrs[:4], [3.0, 2.9, 1.0, 0.9]) == (1, 3)  # short run: fewer steps skipped
-    assert suggest(lrs[:4], [1.0, 2.0, 3.0, 4.0]) == (0, 0)  # never falls: the minimum's
+    assert suggest(lrs[:4], [1.0, 2.0, 3.0, 4.0]) == (1, 1)  # never falls: the minimum's
+    # A low first value (one noisy batch) is not the minimum: the falling stretch after it is.
+    noisy_start = onp.concatenate([[0.01], curve[1:]])
+    assert suggest(lrs, noisy_start) == (i_steep, i_min)
