@@ -352,7 +352,11 @@ def decode_image(source: bytes | bytearray | memoryview | BinaryIO, name: str | 
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise _bomb_error(name, err) from err
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except UnidentifiedImageError as err:  # Pillow's text names the file object, not the file
+        raise HotdogDataError(
+            f"Cannot decode image {name}: not an image format Pillow can read. Delete or "
+            "replace the file (it may be another kind of file, or damaged).") from err
+    except (OSError, SyntaxError, ValueError) as err:
         raise HotdogDataError(
             f"Cannot decode image {name}: {err}. Delete or replace the file "
             "(it may be truncated or not an image).") from err
@@ -511,7 +515,8 @@ def load_data_hotdog(batch_size: int, image_size: int = 224, resize: int = 256, 
     """
     from mxnet import gluon
 
-    from .transforms import IMAGENET_MEAN, IMAGENET_STD, test_augs, train_augs
+    from .backbones import IMAGENET_MEAN, IMAGENET_STD
+    from .transforms import test_augs, train_augs
 
     train_per_class = _check_per_class("train_per_class", train_per_class)
     test_per_class = _check_per_class("test_per_class", test_per_class)
