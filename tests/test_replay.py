@@ -9,7 +9,7 @@ import mxnet as mx
 import numpy as onp
 import pytest
 from mxnet.gluon import nn
-from test_runs import META, array_mode, fake_history, fake_training, params, tiny_net  # noqa: F401
+from test_runs import META, fake_history, fake_training, params, tiny_net
 
 from d2l_helpers import replay, runs
 from d2l_helpers.paths import display_path
