@@ -152,12 +152,13 @@ def train_or_replay(name: str, net, train: Callable[[], History], *, replay: boo
     ``run.to_dict()``) or by other code (`runs.code_version`). A missing run raises
     `FileNotFoundError` saying what saves it; a damaged one `runs.RunStoreError`.
 
-    Example:
-        >>> live = plots.LivePlot("fine-tuning")                        # doctest: +SKIP
-        >>> history = train_or_replay(
-        ...     "finetune", net, lambda: train_fine_tuning(net, 7.8125e-5, callback=live),
-        ...     replay=REPLAY, meta=run.to_dict(), callback=live,
-        ...     saved_by="notebooks/04_fine_tuning.ipynb")              # doctest: +SKIP
+    Example (notebook 04's training cell; tests/test_replay.py runs it on a tiny net)::
+
+        live = plots.LivePlot("fine-tuning")
+        history = train_or_replay(
+            "finetune", net, lambda: train_fine_tuning(net, 7.8125e-5, callback=live),
+            replay=REPLAY, meta=run.to_dict(), callback=live,
+            saved_by="notebooks/04_fine_tuning.ipynb")
     """
     from .runtime import try_all_gpus
 

@@ -150,10 +150,10 @@ def save_run(name: str, history: History, net=None, meta: dict[str, Any] | None 
     place (`paths.atomic_dir`), so a crash leaves the previous run whole; ``.tmp-*``
     leftovers of earlier crashes are removed (`paths.clean_stale`).
 
-    Example:
-        >>> save_run("finetune", history, net, meta=run.to_dict(),
-        ...          saved_by="notebooks/04_fine_tuning.ipynb")   # doctest: +SKIP
-        PosixPath('.../runs/finetune')
+    Example (in a notebook, after training; tests/test_runs.py runs it on a tiny net)::
+
+        save_run("finetune", history, net, meta=run.to_dict(),
+                 saved_by="notebooks/04_fine_tuning.ipynb")   # -> PosixPath('.../runs/finetune')
     """
     from .session import git_commit
 
@@ -334,11 +334,11 @@ def load_classifier(run_name: str = "finetune", devices: Sequence | None = None,
     script (``nd`` mode) alike. ``saved_by`` names what saves the run, for the messages
     (`FileNotFoundError` when missing, `RunStoreError` when damaged).
 
-    Example:
-        >>> net, tf, class_names, saved = load_classifier(
-        ...     "finetune", saved_by="notebooks/04_fine_tuning.ipynb")   # doctest: +SKIP
-        >>> predict.classify(net, image, tf, class_names)             # doctest: +SKIP
-        ('hotdog', 0.93)
+    Example (needs the run notebook 04 saves; tests/test_runs.py runs it on a tiny net)::
+
+        net, tf, class_names, saved = load_classifier(
+            "finetune", saved_by="notebooks/04_fine_tuning.ipynb")
+        predict.classify(net, image, tf, class_names)             # -> ('hotdog', 0.93)
     """
     import mxnet as mx
 
