@@ -324,15 +324,27 @@ def load_weights(saved: SavedRun, net, ctx=None, *, saved_by: str | None = None)
         raise misfit(str(err)) from err
 
 
+def run_class_names(saved: SavedRun) -> list[str]:
+    """The class names of a saved run, in label order: recorded by runs trained on a folder
+    of N classes (``meta["classes"]`` or ``history.config["classes"]``); runs saved before
+    that (the hot-dog notebooks) are the hot-dog set's two."""
+    from .data import CLASSES
+
+    names = saved.meta.get("classes") or saved.history.config.get("classes")
+    return list(names) if names else list(CLASSES)
+
+
 def load_classifier(run_name: str = "finetune", devices: Sequence | None = None, *,
                     saved_by: str | None = None):
-    """The hot-dog classifier saved as run ``run_name``, ready to predict in the caller's mode.
+    """The classifier saved as run ``run_name``, ready to predict in the caller's mode.
 
-    Returns ``(net, transform, class_names, run)``: the 2-class net of the run's backbone
+    Returns ``(net, transform, class_names, run)``: the N-class net of the run's backbone
     with the saved parameters (on ``devices[0]``, default CPU), the test transform it was
-    evaluated with, and the `SavedRun`. Works from a notebook (NumPy mode) and from a plain
-    script (``nd`` mode) alike. ``saved_by`` names what saves the run, for the messages
-    (`FileNotFoundError` when missing, `RunStoreError` when damaged).
+    evaluated with, the run's class names in label order (`run_class_names`: the hot-dog
+    set's two, or the folders of the data set it was trained on), and the `SavedRun`. Works
+    from a notebook (NumPy mode) and from a plain script (``nd`` mode) alike. ``saved_by``
+    names what saves the run, for the messages (`FileNotFoundError` when missing,
+    `RunStoreError` when damaged).
 
     Example (needs the run notebook 04 saves; tests/test_runs.py runs it on a tiny net)::
 
@@ -343,7 +355,6 @@ def load_classifier(run_name: str = "finetune", devices: Sequence | None = None,
     import mxnet as mx
 
     from .backbones import backbone_spec, get_backbone
-    from .data import CLASSES
     from .profiles import get_profile
     from .transforms import test_augs
 
@@ -351,7 +362,8 @@ def load_classifier(run_name: str = "finetune", devices: Sequence | None = None,
     cfg = saved.history.config
     ctx = (devices or [mx.cpu()])[0]
     _require_params(saved, saved_by)  # before building the net
-    net = get_backbone(cfg["backbone"], pretrained=False, classes=len(CLASSES), ctx=ctx)
+    class_names = run_class_names(saved)
+    net = get_backbone(cfg["backbone"], pretrained=False, classes=len(class_names), ctx=ctx)
     load_weights(saved, net, ctx, saved_by=saved_by)
     prof, spec = get_profile(cfg["profile"]), backbone_spec(cfg["backbone"])
-    return net, test_augs(prof.image_size, prof.resize, spec.mean, spec.std), list(CLASSES), saved
+    return net, test_augs(prof.image_size, prof.resize, spec.mean, spec.std), class_names, saved
