@@ -1,11 +1,11 @@
 """Streaming photos from MXNet RecordIO files, for sets that do not fit in memory.
 
 `data.ImageFolder` decodes every photo once and keeps the pixels in memory: fast, but its
-memory grows with the number of photos (about 200 kB per photo at the cpu profile's 224 px
-decode size, so 4 GB for 20,000). `RecordImages` instead packs the photos once into one
-MXNet RecordIO file (``images.rec`` and its index ``images.idx``) and decodes each JPEG again
-when a batch needs it, in the ``DataLoader``'s worker processes (``num_workers``): memory
-stays flat whatever the number of photos.
+memory grows with the number of photos (about 170 kB per food10 photo at the cpu profile's
+224 px decode size: 3.5 GB for 20,000, see docs/own-data.md). `RecordImages` instead packs
+the photos once into one MXNet RecordIO file (``images.rec`` and its index ``images.idx``)
+and decodes each JPEG again when a batch needs it, in the ``DataLoader``'s worker processes
+(``num_workers``): memory stays flat whatever the number of photos.
 
 Packing (`pack`):
 
