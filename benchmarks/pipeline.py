@@ -133,13 +133,13 @@ def worker_ours(a) -> dict:
     net, _ = build_finetune_net(a.backbone, seed=a.seed)
     h = train_fine_tuning(net, 0.01 / a.batch_size, a.batch_size, a.epochs, backbone=a.backbone,
                           seed=a.seed, data_iters=iters, progress=False)
-    train_seconds = sum(n / r for n, r in zip([len(iters[0]._dataset)] * len(h.epoch),
-                                              h.examples_per_sec))
-    return {"train_examples": len(iters[0]._dataset) * len(h.epoch),
+    rates = [r for r in h.examples_per_sec if r is not None]   # epoch 0 trains nothing
+    train_seconds = sum(len(iters[0]._dataset) / r for r in rates)
+    return {"train_examples": len(iters[0]._dataset) * len(rates),
             "train_seconds": train_seconds, "eval_seconds": h.total_seconds - train_seconds,
             "test_acc": h.test_acc[-1], "train_loss": h.train_loss[-1],
             "n_test": len(iters[1]._dataset), "data_load_seconds": load_seconds,
-            "epoch_train_examples_per_sec": list(h.examples_per_sec),
+            "epoch_train_examples_per_sec": rates,
             "test_acc_per_epoch": list(h.test_acc)}
 
 

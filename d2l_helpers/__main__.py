@@ -1,4 +1,4 @@
-"""Command line: ``python -m d2l_helpers {info,prefetch,run,train,predict,launch}``.
+"""Command line: ``python -m d2l_helpers {info,prefetch,run,study,train,predict,launch}``.
 
 * ``info``: the profile, data set, backbone and devices a run would use (``--data FOLDER``
   for a folder of classes).
@@ -7,6 +7,9 @@
   names what is missing and where to put it.
 * ``run``: execute the notebooks headless into ``build/notebooks`` (or ``--in-place``) and
   write ``build/results.md`` from the results the notebooks saved.
+* ``study``: the seed study of notebooks 04-06 (`study`): the scratch learning-rate sweep
+  and every compared run on the profile's seeds, saved in the run store; runs saved with
+  the same recipe and code are reused. ``run`` does it first, as its own timed step.
 * ``train FOLDER``: fine-tune (``--method finetune``, the book's recipe), train a head on
   cached features (``features``) or train from scratch (``scratch``) on any folder of
   classes (``<root>/<split>/<class>/*`` or ``<root>/<class>/*``), with a progress bar, and
@@ -98,7 +101,9 @@ def _cmd_train(args) -> int:
         f"photos {run.storage_choice()[1]}")
 
     def on_epoch(event, history, **info):
-        if event == "epoch":
+        if event == "epoch" and info["train_loss"] is None:
+            say(f"epoch 0 (before training): test acc {info['test_acc']:.3f}")
+        elif event == "epoch":
             say(f"epoch {info['epoch']}/{epochs}: loss {info['train_loss']:.3f}, train acc "
                 f"{info['train_acc']:.3f}, test acc {info['test_acc']:.3f}")
 
@@ -168,12 +173,26 @@ def _cmd_prefetch(args) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
+def _cmd_study(args) -> int:
+    from .session import setup
+    from .study import format_table, run_study
+
+    run = setup(seed=args.seed, profile=args.profile, backbone=args.backbone)
+    seeds = list(range(args.seed, args.seed + (args.seeds or run.profile.seeds)))
+    print(f"Seed study: profile {run.profile.name}, backbone {run.backbone}, seeds "
+          f"{seeds[0]}-{seeds[-1]}, {run.data_source}; saved runs with the same recipe are "
+          "reused", flush=True)
+    result = run_study(run, seeds, say=lambda line: print(line, flush=True))
+    print(format_table(result))
+    return 0
+
+
 def _cmd_run(args) -> int:
     from .notebook_runner import run_notebooks
 
     out = None if args.in_place else Path(args.output)
     return run_notebooks(REPO / "notebooks", out, profile=args.profile,
-                         pattern=args.pattern, timeout=args.timeout)
+                         pattern=args.pattern, timeout=args.timeout, study=not args.no_study)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,7 +221,19 @@ def main(argv: list[str] | None = None) -> int:
                    help="overwrite notebooks/*.ipynb with the executed copies")
     p.add_argument("--pattern", default="[0-9][0-9]_*.ipynb")
     p.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
+    p.add_argument("--no-study", action="store_true",
+                   help="skip the seed study step (notebooks 05-06 then train what is missing)")
     p.set_defaults(func=_cmd_run)
+    p = sub.add_parser("study", help="the seed study of notebooks 04-06 (trains what is "
+                       "not saved yet)", description="Train, or reuse when saved with the same "
+                       "recipe, the scratch sweep and every arm of `d2l_helpers.study` on "
+                       "several seeds; print the table.")
+    p.add_argument("--profile", choices=list(PROFILES),
+                   help="default: $D2L_PROFILE or by hardware")
+    p.add_argument("--backbone")
+    p.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    p.add_argument("--seeds", type=_positive_int, help="how many (default: the profile's)")
+    p.set_defaults(func=_cmd_study)
     p = sub.add_parser("train", help="train on a folder of classes and save the run",
                        description="Train on FOLDER (<root>/<split>/<class>/* or "
                        "<root>/<class>/*) and save the run in the run store.")

@@ -110,8 +110,8 @@ def train_head_on_features(net, learning_rate: float, batch_size: int | None = N
     test_tf = run_transforms(prof, backbone or "resnet18_v2")[1]
     start = time.perf_counter()
     splits = [run_images(split, prof) for split in ("train", "test")]
-    key = (prof.name, backbone, str(splits[0].root), _weights_digest(net.features),
-           str(devices[0]))
+    key = (tuple(sorted(prof.to_dict().items())), backbone, str(splits[0].root),
+           _weights_digest(net.features), str(devices[0]))
     computed = _COMPUTED.get(key)
     reused = computed is not None
     if not reused:

@@ -157,9 +157,29 @@ class Progress:
         self.bar.close()
 
 
+def run_study_step(profile_name: str) -> tuple[str, float]:
+    """The seed study (`study`) as its own process and timed step of the main job, before
+    the notebooks: they then load its runs instead of training them. Returns (status, s)."""
+    import subprocess
+    import sys
+
+    start = time.perf_counter()
+    print("Seed study (python -m d2l_helpers study): trains what is not saved yet", flush=True)
+    code = subprocess.call([sys.executable, "-m", "d2l_helpers", "study", "--profile",
+                            profile_name])
+    secs = time.perf_counter() - start
+    status = "ok" if code == 0 else "FAILED"
+    print(f"{'seed study':<32}{status:<8}{secs:7.1f} s", flush=True)
+    return status, secs
+
+
 def run_notebooks(nb_dir: Path, output: Path | None, profile: str | None = None,
-                  pattern: str = "[0-9][0-9]_*.ipynb", timeout: int = 3600) -> int:
-    """Execute every notebook matching ``pattern``; return 0 if all ran, else 1."""
+                  pattern: str = "[0-9][0-9]_*.ipynb", timeout: int = 3600,
+                  study: bool = True) -> int:
+    """Execute every notebook matching ``pattern``; return 0 if all ran, else 1.
+
+    With ``study`` the seed study runs first, as its own timed step (`run_study_step`).
+    """
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
@@ -177,6 +197,11 @@ def run_notebooks(nb_dir: Path, output: Path | None, profile: str | None = None,
         print(f"No notebooks matching {pattern} in {nb_dir}")
         return 1
     failed, rows = [], []
+    if study:
+        status, secs = run_study_step(prof.name)
+        rows.append(("seed study (python -m d2l_helpers study)", status, secs))
+        if status != "ok":
+            failed.append("seed study")
     estimates = [_last_seconds(p, prof.name) for p in notebooks]
     job_start = time.perf_counter()
     for k, nb_path in enumerate(notebooks):

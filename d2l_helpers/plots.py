@@ -108,15 +108,46 @@ class LivePlot:
 
 
 def plot_histories(histories: dict, metric: str = "test_acc", ax=None):
-    """One line per run (``{label: History}``) of ``metric`` against the epoch."""
+    """One line per run (``{label: History}``) of ``metric`` against the epoch, from
+    epoch 0 (before training) where the run recorded it."""
     if ax is None:
         _, ax = plt.subplots(figsize=(4.5, 3))
     for label, h in histories.items():
-        ax.plot(h.epoch, getattr(h, metric), marker="o", label=label)
+        # epoch 0 has a test accuracy but no training loss or accuracy (None: not drawn)
+        ys = [float("nan") if v is None else v for v in getattr(h, metric)]
+        ax.plot(h.epoch, ys, marker="o", label=label)
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric.replace("_", " "))
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
+    return ax
+
+
+def plot_spread(groups: dict, references: dict | None = None, ax=None,
+                xlabel: str = "final test accuracy"):
+    """One row per group (``{label: [value per seed]}``): each seed a dot, the mean a bar;
+    ``references`` (``{label: value}``, e.g. the zero-shot rule) as dashed vertical lines.
+
+    `study.StudyResult.finals` gives the values per seed of one arm.
+    """
+    import numpy as onp
+
+    labels = list(groups)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 0.45 * len(labels) + 1.0))
+    for i, label in enumerate(labels):
+        vals = onp.asarray(list(groups[label]), dtype=float)
+        ax.plot(vals, onp.full(len(vals), i), "o", alpha=0.6, color="C0")
+        ax.plot([vals.mean()] * 2, [i - 0.3, i + 0.3], "-", color="C3", lw=2)
+    for k, (name, value) in enumerate((references or {}).items()):
+        ax.axvline(value, ls="--", color=f"C{k + 4}", lw=1, label=name)
+    ax.set_yticks(range(len(labels)))
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.grid(True, axis="x", alpha=0.3)
+    if references:
+        ax.legend(fontsize=8, loc="lower left")
     return ax
 
 

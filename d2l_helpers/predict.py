@@ -22,12 +22,11 @@ from collections.abc import Sequence
 import numpy as onp
 
 
-def predict_proba(net, images: Sequence, transform, devices: Sequence | None = None,
-                  batch_size: int = 64) -> onp.ndarray:
-    """Softmax probabilities, shape (len(images), classes), for HWC uint8 images.
-
-    ``transform`` is the test pipeline (e.g. `transforms.test_augs`). Runs in inference
-    mode (BatchNorm uses its running statistics), in the caller's array mode.
+def predict_logits(net, images: Sequence, transform, devices: Sequence | None = None,
+                   batch_size: int = 64) -> onp.ndarray:
+    """The net's outputs before the softmax, shape (len(images), classes), for HWC uint8
+    images. ``transform`` is the test pipeline (e.g. `transforms.test_augs`). Runs in
+    inference mode (BatchNorm uses its running statistics), in the caller's array mode.
     """
     from . import arrays
     from .runtime import try_all_gpus
@@ -38,11 +37,30 @@ def predict_proba(net, images: Sequence, transform, devices: Sequence | None = N
         chunk = images[start:start + batch_size]
         X = [transform(img if hasattr(img, "asnumpy") else arrays.array(img, dtype="uint8"))
              for img in chunk]
-        logits = net(arrays.stack(X).as_in_context(dev))
-        out.append(arrays.to_numpy(arrays.softmax(logits)))
+        out.append(arrays.to_numpy(net(arrays.stack(X).as_in_context(dev))))
     if not out:
         return onp.zeros((0, 0), dtype=onp.float32)
     return onp.concatenate(out)
+
+
+def softmax(logits: onp.ndarray) -> onp.ndarray:
+    """Row-wise softmax of a NumPy array, computed stably (the row maximum subtracted).
+
+    Example:
+        >>> softmax(onp.array([[0.0, 0.0], [1000.0, 0.0]])).round(3).tolist()
+        [[0.5, 0.5], [1.0, 0.0]]
+    """
+    z = onp.asarray(logits, dtype=onp.float64)
+    e = onp.exp(z - z.max(axis=-1, keepdims=True))
+    return (e / e.sum(axis=-1, keepdims=True)).astype(onp.float32)
+
+
+def predict_proba(net, images: Sequence, transform, devices: Sequence | None = None,
+                  batch_size: int = 64) -> onp.ndarray:
+    """Softmax probabilities, shape (len(images), classes), for HWC uint8 images
+    (`predict_logits` through `softmax`)."""
+    logits = predict_logits(net, images, transform, devices, batch_size)
+    return softmax(logits) if logits.size else logits
 
 
 def top_k(probs: onp.ndarray, class_names: Sequence[str], k: int = 5) -> list[tuple[int, str, float]]:

@@ -42,6 +42,7 @@ class Profile:
     train_per_class: int | None  # None: every image
     test_per_class: int | None
     description: str
+    seeds: int = 5  # how many seeds the seed study (`study`) compares every method on
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -56,7 +57,8 @@ PROFILES: dict[str, Profile] = {
     "cpu": Profile("cpu", 160, 183, 224, 32, 5, None, None,
                    "laptop CPU: 160 px crops, batch 32, the book's 5 epochs, all images"),
     "ci": Profile("ci", 96, 110, 128, 32, 3, 125, 50,
-                  "CI: 96 px, batch 32, 3 epochs, 125 train / 50 test images per class"),
+                  "CI: 96 px, batch 32, 3 epochs, 125 train / 50 test images per class",
+                  seeds=2),
 }
 
 

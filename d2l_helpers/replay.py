@@ -117,7 +117,8 @@ def replay_mismatches(saved: SavedRun, meta: dict[str, Any] | None) -> list[str]
 
 def replay_curves(history: History, callback: Callable) -> None:
     """Call ``callback`` as `training.train_ch13` would, once per epoch, from ``history``:
-    a ``"batch"`` event (the epoch's training numbers) then an ``"epoch"`` event."""
+    a ``"batch"`` event (the epoch's training numbers) then an ``"epoch"`` event; epoch 0
+    (before training) has only its ``"epoch"`` event."""
     columns = ("epoch", "train_loss", "train_acc", "test_acc", "examples_per_sec", "seconds")
 
     def upto(n: int) -> History:
@@ -125,15 +126,44 @@ def replay_curves(history: History, callback: Callable) -> None:
                        config=dict(history.config))
 
     for i, epoch in enumerate(history.epoch):
-        callback("batch", upto(i), epoch=float(epoch), train_loss=history.train_loss[i],
-                 train_acc=history.train_acc[i])
+        if history.train_loss[i] is not None:   # epoch 0 trained nothing: no batch event
+            callback("batch", upto(i), epoch=float(epoch), train_loss=history.train_loss[i],
+                     train_acc=history.train_acc[i])
         callback("epoch", upto(i + 1), epoch=epoch, train_loss=history.train_loss[i],
                  train_acc=history.train_acc[i], test_acc=history.test_acc[i])
 
 
+def normalize_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
+    """``recipe`` as it reads back from JSON (tuples become lists, keys strings), so a
+    fresh recipe compares equal to a saved one.
+
+    Example:
+        >>> normalize_recipe({"lr": 7.8125e-05, "sizes": (160, 183)})
+        {'lr': 7.8125e-05, 'sizes': [160, 183]}
+    """
+    import json
+
+    return json.loads(json.dumps(recipe, sort_keys=True))
+
+
+def matching_run(name: str, recipe: dict[str, Any]) -> SavedRun | None:
+    """Saved run ``name`` when it was trained with exactly ``recipe`` by the current code
+    (`runs.code_version`), else None (also when it is missing or damaged)."""
+    try:
+        saved = load_run(name)
+    except (FileNotFoundError, runs.RunStoreError):
+        return None
+    if saved.meta.get("recipe") != normalize_recipe(recipe):
+        return None
+    if saved.meta.get("code_version") != runs.code_version():
+        return None
+    return saved
+
+
 def train_or_replay(name: str, net, train: Callable[[], History], *, replay: bool,
                     meta: dict[str, Any] | None = None, callback: Callable | None = None,
-                    saved_by: str | None = None) -> History:
+                    saved_by: str | None = None,
+                    recipe: dict[str, Any] | None = None) -> History:
     """Train and save run ``name``, or replay the saved one (presenter mode).
 
     ``saved_by`` is what saves the run (e.g. ``"notebooks/04_fine_tuning.ipynb"``): it is
@@ -142,6 +172,13 @@ def train_or_replay(name: str, net, train: Callable[[], History], *, replay: boo
 
     ``replay=False``: ``history = train()``, saved with ``net``'s parameters and ``meta``
     (`runs.save_run`), and returned. ``train`` draws its own curves (pass it the callback).
+
+    ``recipe`` (with ``replay=False``): everything that determines the run (profile,
+    backbone, seed, learning rates, head init, epochs, data; `study.recipe` builds it). A
+    saved run ``name`` with the same recipe and code version (`matching_run`) is not
+    trained again: its weights and history are loaded, a line says which run was reused,
+    and ``callback`` receives its curves. So notebook 04 reuses the seed-0 fine-tune that
+    the seed study (`study`) saved, and the reverse. Without ``recipe`` the run trains.
 
     ``replay=True``: nothing is trained. The saved run is loaded, its parameters go into
     ``net`` (on the devices training would use: every GPU, else the CPU; in the caller's
@@ -163,7 +200,20 @@ def train_or_replay(name: str, net, train: Callable[[], History], *, replay: boo
     from .runtime import try_all_gpus
 
     if not replay:
+        saved = matching_run(name, recipe) if recipe is not None else None
+        if saved is not None:
+            if net is not None:
+                load_weights(saved, net, try_all_gpus(), saved_by=saved_by)
+            print(f"Reusing saved run {name!r}: same recipe and code version, saved "
+                  f"{saved.meta.get('saved_at', 'at an unrecorded time')} by "
+                  f"{saved.saved_by or 'an unrecorded command'}: not training again.\n"
+                  f"  from {display_path(saved.path)}", flush=True)
+            if callback is not None:
+                replay_curves(saved.history, callback)
+            return saved.history
         history = train()
+        if recipe is not None:
+            meta = {**(meta or {}), "recipe": normalize_recipe(recipe)}
         folder = save_run(name, history, net, meta, saved_by=saved_by)
         print(f"Saved run {name!r} to {display_path(folder)}")
         return history

@@ -39,7 +39,18 @@ WEIGHT_DECAY = 0.001
 
 @dataclass
 class History:
-    """Per-epoch record of a training run plus the configuration that produced it."""
+    """Per-epoch record of a training run plus the configuration that produced it.
+
+    Entry 0 is epoch 0, before any update: its ``test_acc`` is measured, while
+    ``train_loss``, ``train_acc`` and ``examples_per_sec`` are None (nothing trained yet).
+    Runs saved before epoch 0 was recorded start at epoch 1 (`initial_test_acc` is None).
+
+    Example:
+        >>> h = History(epoch=[0, 1], train_loss=[None, 0.5], train_acc=[None, 0.8],
+        ...             test_acc=[0.5, 0.9], examples_per_sec=[None, 20.0], seconds=[2.0, 9.0])
+        >>> h.initial_test_acc, h.test_acc[-1], h.mean_examples_per_sec
+        (0.5, 0.9, 20.0)
+    """
 
     epoch: list[int] = field(default_factory=list)
     train_loss: list[float] = field(default_factory=list)
@@ -60,9 +71,20 @@ class History:
     def total_seconds(self) -> float:
         return float(sum(self.seconds))
 
+    @property
+    def initial_test_acc(self) -> float | None:
+        """Test accuracy before any update (epoch 0), or None for a run without it."""
+        return self.test_acc[0] if self.epoch and self.epoch[0] == 0 else None
+
+    @property
+    def mean_examples_per_sec(self) -> float | None:
+        """Mean training speed over the epochs that trained (epoch 0 does not)."""
+        rates = [r for r in self.examples_per_sec if r is not None]
+        return sum(rates) / len(rates) if rates else None
+
     def summary(self) -> str:
         """The book's closing line: loss, accuracies and speed of the last epoch."""
-        if not self.epoch:
+        if not self.epoch or self.epoch[-1] == 0:
             return "no epochs run"
         return (f"loss {self.train_loss[-1]:.3f}, train acc {self.train_acc[-1]:.3f}, "
                 f"test acc {self.test_acc[-1]:.3f}; {self.examples_per_sec[-1]:.1f} examples/sec "
@@ -162,6 +184,14 @@ def _epochs(net, train_iter, test_iter, loss, trainer, num_epochs, devices, call
             progress, history, num_batches, log_every) -> None:
     from tqdm import tqdm
 
+    # Epoch 0: the test accuracy before any update, so every curve starts where training
+    # starts (a head copied from ImageNet starts far above chance; a random one near it).
+    # No training has happened yet: its loss, training accuracy and speed are None.
+    start = time.perf_counter()
+    test_acc = evaluate_accuracy_gpus(net, test_iter, devices)
+    _record(history, 0, None, None, test_acc, None, time.perf_counter() - start)
+    if callback is not None:
+        callback("epoch", history, epoch=0, train_loss=None, train_acc=None, test_acc=test_acc)
     for epoch in range(num_epochs):
         start = time.perf_counter()
         loss_sum = correct = None
@@ -179,15 +209,21 @@ def _epochs(net, train_iter, test_iter, loss, trainer, num_epochs, devices, call
         train_loss, train_acc = _scalar(loss_sum) / seen, _scalar(correct) / seen
         train_time = time.perf_counter() - start
         test_acc = evaluate_accuracy_gpus(net, test_iter, devices)
-        history.epoch.append(epoch + 1)
-        history.train_loss.append(train_loss)
-        history.train_acc.append(train_acc)
-        history.test_acc.append(test_acc)
-        history.examples_per_sec.append(seen / train_time)
-        history.seconds.append(time.perf_counter() - start)
+        _record(history, epoch + 1, train_loss, train_acc, test_acc, seen / train_time,
+                time.perf_counter() - start)
         if callback is not None:
             callback("epoch", history, epoch=epoch + 1, train_loss=train_loss,
                      train_acc=train_acc, test_acc=test_acc)
+
+
+def _record(history: History, epoch: int, train_loss, train_acc, test_acc, rate,
+            seconds: float) -> None:
+    history.epoch.append(epoch)
+    history.train_loss.append(train_loss)
+    history.train_acc.append(train_acc)
+    history.test_acc.append(test_acc)
+    history.examples_per_sec.append(rate)
+    history.seconds.append(seconds)
 
 
 def run_config(net, prof, backbone: str | None, learning_rate: float, batch_size: int,
@@ -222,7 +258,7 @@ def train_fine_tuning(net, learning_rate: float, batch_size: int | None = None,
                       profile=None, backbone: str | None = None, data_iters=None,
                       devices: Sequence | None = None, seed: int = 0,
                       callback: Callable | None = None, progress: bool | None = None,
-                      hybridize: bool = True) -> History:
+                      hybridize: bool = True, schedule: str | None = None) -> History:
     """The book's ``train_fine_tuning``: SGD (wd 0.001) on the hot-dog data, returns a History.
 
     ``learning_rate`` is per example (the book's 0.01 / 128 = 7.8125e-5 for fine-tuning,
@@ -235,6 +271,9 @@ def train_fine_tuning(net, learning_rate: float, batch_size: int | None = None,
     the resnet18_v2 one, when ``backbone`` is None). ``seed`` seeds Python,
     NumPy and MXNet before the data order and head init are drawn; it is recorded in
     ``history.config`` with the profile, backbone, devices and learning rates.
+
+    ``schedule``: None (the book's constant rate) or ``"cosine"`` (MXNet's
+    ``CosineScheduler``: from ``learning_rate`` down to 0 over all the run's steps).
     """
     from mxnet import gluon
 
@@ -259,9 +298,19 @@ def train_fine_tuning(net, learning_rate: float, batch_size: int | None = None,
         # more memory (22.8 GB at the book's batch 128, 224 px, on EfficientNet-Lite0).
         net.hybridize(static_alloc=True)
     loss = gluon.loss.SoftmaxCrossEntropyLoss()
-    trainer = gluon.Trainer(net.collect_params(), "sgd",
-                            {"learning_rate": learning_rate, "wd": WEIGHT_DECAY})
+    optimizer_params = {"learning_rate": learning_rate, "wd": WEIGHT_DECAY}
+    if schedule == "cosine":
+        from mxnet import lr_scheduler
+
+        optimizer_params["lr_scheduler"] = lr_scheduler.CosineScheduler(
+            max_update=max(1, num_epochs * len(train_iter)), base_lr=learning_rate,
+            final_lr=0.0)
+    elif schedule is not None:
+        raise ValueError(f"schedule={schedule!r}: use None (constant, the book's) or 'cosine'")
+    trainer = gluon.Trainer(net.collect_params(), "sgd", optimizer_params)
     config = run_config(net, prof, backbone, learning_rate, batch_size, num_epochs, seed)
+    if schedule is not None:
+        config["schedule"] = schedule
     history = train_ch13(net, train_iter, test_iter, loss, trainer, num_epochs, devices,
                          callback=callback, progress=progress, config=config)
     if hybridize:

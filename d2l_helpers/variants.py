@@ -35,6 +35,7 @@ import statistics
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from .stats import spread
 from .training import FINETUNE_LR, History
 
 METHODS = ("full fine-tune", "feature extraction", "BitFit", "LoRA", "residual adapters")
@@ -127,13 +128,12 @@ def summarize(histories: Iterable[History]) -> list[dict[str, Any]]:
     """
     rows = []
     for (backbone, method), hs in group_runs(histories).items():
-        accs = final_accuracies(hs)
+        acc = spread(final_accuracies(hs))
         cfg = hs[0].config
         rows.append({
             "backbone": backbone, "method": method, "seeds": len(hs),
-            "test acc mean": statistics.fmean(accs),
-            "acc sd": statistics.stdev(accs) if len(accs) > 1 else 0.0,
-            "acc min": min(accs), "acc max": max(accs),
+            "test acc mean": acc["mean"], "acc sd": acc["sd"],
+            "acc min": acc["min"], "acc max": acc["max"],
             "trainable params": cfg["trainable_params"],
             "% of all": 100.0 * cfg["trainable_params"] / cfg["total_params"],
             "seconds mean": statistics.fmean(h.total_seconds for h in hs),

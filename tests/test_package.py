@@ -131,6 +131,17 @@ def test_readme_course_table_is_generated_from_the_notebooks():
 
 
 @pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_every_notebook_is_valid_nbformat_with_cell_ids(nb_path):
+    import warnings
+
+    import nbformat
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # MissingIDFieldWarning: a future hard error
+        nbformat.validate(nbformat.read(nb_path, as_version=4))
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_every_notebook_has_the_course_skeleton(nb_path):
     nb = json.loads(nb_path.read_text())
     first = "".join(nb["cells"][0]["source"])
@@ -157,10 +168,29 @@ def test_main_job_runs_a_notebook_records_its_time_and_shows_progress(tmp_path, 
                                              "import os; print(os.environ['D2L_REPLAY'])")])
     nbformat.write(nb, nb_dir / "01_tiny.ipynb")
     out = tmp_path / "build" / "notebooks"
-    assert notebook_runner.run_notebooks(nb_dir, out, profile="ci") == 0
+    assert notebook_runner.run_notebooks(nb_dir, out, profile="ci", study=False) == 0
     done = nbformat.read(out / "01_tiny.ipynb", as_version=4)
     assert done.cells[1].outputs[0]["text"] == "42\n" and done.cells[2].outputs[0]["text"] == "0\n"
     assert done.metadata["d2l"]["executed"]["profile"] == "ci"
     assert (tmp_path / "build" / "results.md").exists()
     err = capfd.readouterr().err
     assert "[1/1] 01_tiny.ipynb" in err and "left" in err
+
+
+def test_the_main_job_runs_the_seed_study_first_as_a_timed_step(tmp_path, monkeypatch):
+    import subprocess
+
+    for var in ("D2L_PROFILE", "D2L_RUNS_DIR", "D2L_REPLAY"):
+        monkeypatch.setenv(var, os.environ.get(var, ""))
+    calls = []
+    monkeypatch.setattr(subprocess, "call", lambda cmd: calls.append(cmd) or 3)
+    nb_dir = tmp_path / "notebooks"
+    nb_dir.mkdir()
+    import nbformat
+
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")]),
+                   nb_dir / "01_tiny.ipynb")
+    assert notebook_runner.run_notebooks(nb_dir, tmp_path / "build" / "nb", profile="ci") == 1
+    assert calls and calls[0][1:] == ["-m", "d2l_helpers", "study", "--profile", "ci"]
+    results = (tmp_path / "build" / "results.md").read_text()
+    assert "| seed study (python -m d2l_helpers study) | FAILED |" in results

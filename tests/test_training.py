@@ -7,7 +7,14 @@ import pytest
 from mxnet import autograd, gluon, init, nd
 from mxnet.gluon import nn
 
-from d2l_helpers.training import History, split_batch, train_batch_ch13, train_ch13
+from d2l_helpers.training import (
+    History,
+    evaluate_accuracy_gpus,
+    split_batch,
+    train_batch_ch13,
+    train_ch13,
+    train_fine_tuning,
+)
 
 
 def small_net(ctx):
@@ -103,8 +110,41 @@ def test_train_ch13_with_fewer_than_five_batches_returns_history():
                          gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.01}),
                          2, ctx, callback=lambda e, h, **kw: events.append((e, kw["epoch"])),
                          progress=False)
-    assert history.epoch == [1, 2] and len(history.test_acc) == 2
-    assert all(0 <= a <= 1 for a in history.train_acc + history.test_acc)
-    assert ("epoch", 2) in events and sum(e == "batch" for e, _ in events) == 6
+    assert history.epoch == [0, 1, 2] and len(history.test_acc) == 3
+    assert history.train_loss[0] is None and history.train_acc[0] is None
+    assert all(0 <= a <= 1 for a in history.train_acc[1:] + history.test_acc)
+    assert ("epoch", 0) in events and ("epoch", 2) in events
+    assert sum(e == "batch" for e, _ in events) == 6
     again = History.from_dict(history.to_dict())
     assert again.test_acc == history.test_acc and "loss" in again.summary()
+
+
+def test_epoch_0_is_the_accuracy_before_any_update():
+    ctx = [mx.cpu()]
+    net = small_net(ctx)
+    X, y = batch(12)
+    data = gluon.data.DataLoader(gluon.data.ArrayDataset(X, y), batch_size=4)
+    before = evaluate_accuracy_gpus(net, data, ctx)
+    history = train_ch13(net, data, data, gluon.loss.SoftmaxCrossEntropyLoss(),
+                         gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.5}),
+                         1, ctx, progress=False)
+    assert history.initial_test_acc == before
+    assert history.examples_per_sec[0] is None and history.mean_examples_per_sec > 0
+    assert history.seconds[0] > 0 and "loss" in history.summary()
+
+
+def test_a_history_saved_before_epoch_0_has_no_initial_accuracy():
+    old = History(epoch=[1], train_loss=[0.6], train_acc=[0.7], test_acc=[0.8],
+                  examples_per_sec=[5.0], seconds=[2.0])
+    assert old.initial_test_acc is None and old.mean_examples_per_sec == 5.0
+    assert History(epoch=[0], train_loss=[None], train_acc=[None], test_acc=[0.5],
+                   examples_per_sec=[None], seconds=[1.0]).summary() == "no epochs run"
+
+
+def test_an_unknown_schedule_names_the_choices():
+    net = small_net([mx.cpu()])
+    X, y = batch(4)
+    data = gluon.data.DataLoader(gluon.data.ArrayDataset(X, y), batch_size=4)
+    with pytest.raises(ValueError, match="'cosine'"):
+        train_fine_tuning(net, 0.01, 4, 1, data_iters=(data, data), schedule="step",
+                          hybridize=False, progress=False)
