@@ -9,7 +9,9 @@ weights when its ImageNet weights are not cached: speed does not depend on weigh
 hybridizes it like ``training.train_fine_tuning`` (``static_alloc=True``), runs warm-up
 steps, then prints ``mx.profiler``'s aggregate operator table for ``--steps`` training
 steps (forward + backward + ``trainer.step``, as ``training.train_batch_ch13``) and for
-``--steps`` evaluation steps (forward in predict mode), a summary by operator family and
+``--steps`` evaluation steps (forward in predict mode through `fusion.forward`, as
+``training.evaluate_accuracy_gpus`` does: oneDNN's fused Conv+BatchNorm+ReLU6 on the CPU;
+``D2L_FUSED_INFERENCE=0`` profiles the unfused net), a summary by operator family and
 the steady-state images/s of each, timed over ``--time-steps`` steps with the profiler off.
 
 The input is one synthetic batch (normal noise, random labels) of the profile's batch and
@@ -63,7 +65,8 @@ def machine_line() -> str:
         pass
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     env = " ".join(f"{k}={os.environ[k]}" for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT",
-                                                    "MXNET_MKLDNN_ENABLED") if k in os.environ)
+                                                    "MXNET_MKLDNN_ENABLED", "D2L_FUSED_INFERENCE")
+                   if k in os.environ)
     return (f"machine: {cpu}, {cores} cores, MXNET_OMP_MAX_THREADS="
             f"{os.environ.get('MXNET_OMP_MAX_THREADS', '(unset)')}, mxnet {mx.__version__}, "
             f"python {platform.python_version()}, {datetime.datetime.now():%Y-%m-%d %H:%M %Z}"
@@ -120,6 +123,7 @@ def main(argv=None) -> None:
     import mxnet as mx
     from mxnet import gluon
 
+    from d2l_helpers import fusion
     from d2l_helpers.profiles import get_profile
     from d2l_helpers.training import FINETUNE_LR, WEIGHT_DECAY, _correct, train_batch_ch13
 
@@ -128,7 +132,8 @@ def main(argv=None) -> None:
     print(machine_line())
     print(f"{args.backbone}, profile {prof.name}: batch {batch}, {size} px, hybridize("
           f"static_alloc=True{', static_shape=True' if args.static_shape else ''}), "
-          f"{args.warmup} warm-up, {args.steps} profiled, {args.time_steps} timed steps")
+          f"{args.warmup} warm-up, {args.steps} profiled, {args.time_steps} timed steps; "
+          f"evaluation {'fused (oneDNN Conv+BN+ReLU6)' if fusion.enabled() else 'unfused'}")
 
     net = build_net(args.backbone, args.seed)
     net.hybridize(static_alloc=True, static_shape=args.static_shape)
@@ -146,7 +151,7 @@ def main(argv=None) -> None:
         mx.nd.waitall()
 
     def eval_step():
-        _correct(net(X), y).wait_to_read()
+        _correct(fusion.forward(net, X), y).wait_to_read()
         mx.nd.waitall()
 
     with tempfile.TemporaryDirectory(prefix="profile_step-") as tmp:

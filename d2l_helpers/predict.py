@@ -29,6 +29,7 @@ def predict_logits(net, images: Sequence, transform, devices: Sequence | None = 
     inference mode (BatchNorm uses its running statistics), in the caller's array mode.
     """
     from . import arrays
+    from .fusion import forward
     from .runtime import try_all_gpus
 
     dev = (devices or try_all_gpus())[0]
@@ -37,7 +38,7 @@ def predict_logits(net, images: Sequence, transform, devices: Sequence | None = 
         chunk = images[start:start + batch_size]
         X = [transform(img if hasattr(img, "asnumpy") else arrays.array(img, dtype="uint8"))
              for img in chunk]
-        out.append(arrays.to_numpy(net(arrays.stack(X).as_in_context(dev))))
+        out.append(arrays.to_numpy(forward(net, arrays.stack(X).as_in_context(dev))))
     if not out:
         return onp.zeros((0, 0), dtype=onp.float32)
     return onp.concatenate(out)

@@ -148,3 +148,37 @@ def test_an_unknown_schedule_names_the_choices():
     with pytest.raises(ValueError, match="'cosine'"):
         train_fine_tuning(net, 0.01, 4, 1, data_iters=(data, data), schedule="step",
                           hybridize=False, progress=False)
+
+
+def test_static_shape_changes_speed_and_memory_not_the_run():
+    """The same seed with and without ``static_shape`` (a last batch of another size too):
+    the same losses and accuracies, epoch by epoch."""
+    from mxnet.gluon import nn
+
+    class ConvBNNet(gluon.HybridBlock):   # the interface train_fine_tuning expects
+        def __init__(self):
+            super().__init__()
+            self.features = nn.HybridSequential()
+            self.features.add(nn.Conv2D(4, 3, padding=1, in_channels=3),
+                              nn.BatchNorm(in_channels=4), nn.Activation("relu"),
+                              nn.GlobalAvgPool2D())
+            self.output = nn.Dense(2, in_units=4)
+
+        def hybrid_forward(self, F, x):
+            return self.output(self.features(x))
+
+    def conv_bn_net():
+        net = ConvBNNet()
+        net.initialize(init.Xavier())
+        return net
+
+    X, y = batch(14)
+    data = gluon.data.DataLoader(gluon.data.ArrayDataset(X, y), batch_size=4)   # 4, 4, 4, 2
+    runs = []
+    for static_shape in (False, True):
+        mx.random.seed(0)
+        net = conv_bn_net()
+        runs.append(train_fine_tuning(net, 0.05, 4, 2, data_iters=(data, data), seed=0,
+                                      progress=False, static_shape=static_shape))
+    assert runs[0].train_loss == runs[1].train_loss
+    assert runs[0].test_acc == runs[1].test_acc
