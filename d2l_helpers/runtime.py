@@ -7,6 +7,12 @@ laptop or cloud VM that leaves one thread, so every convolution runs on half the
 use *before* MXNet is loaded; `d2l_helpers/__init__.py` calls it first thing, so a notebook
 that imports ``d2l_helpers`` before ``d2l``/``mxnet`` gets all its cores.
 
+It also sets ``OMP_WAIT_POLICY=PASSIVE`` (unless the user set a policy): idle OpenMP threads
+sleep instead of spinning. When another process keeps a core busy (a browser, a second
+kernel, a shared VM), spinning threads fight it for the core; measured on 2 vCPUs with a
+busy neighbour, training steps took 0.37x and evaluation 0.34x the default's time, while
+on a quiet machine PASSIVE cost 5 % (docs/speed-profile.md: both measurements, commands).
+
 Example:
     >>> import d2l_helpers            # sets the thread count before mxnet loads
     >>> from d2l_helpers.runtime import seed_everything, try_all_gpus
@@ -58,8 +64,12 @@ def configure_threads(num_threads: int | None = None) -> int:
     thread count is set through MXNet's C API and a warning says to import ``d2l_helpers``
     first next time.
 
+    ``OMP_WAIT_POLICY`` is set to ``PASSIVE`` unless already set (see the module docstring;
+    like the thread count, libgomp reads it when MXNet loads).
+
     Returns the thread count in force.
     """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     user = {var: _thread_count_from_env(var) for var in _THREAD_VARS if os.environ.get(var)}
     if user and num_threads is None:
         return next(iter(user.values()))
@@ -126,6 +136,7 @@ def hardware_info() -> dict[str, Any]:
         "cpus": available_cpus(),
         "omp_threads": int(os.environ.get("MXNET_OMP_MAX_THREADS")
                            or os.environ.get("OMP_NUM_THREADS") or 0) or None,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "gpus": num_gpus(),
         "machine": platform.machine(),
     }

@@ -23,6 +23,15 @@ def test_import_gives_mxnet_one_thread_per_cpu():
     assert int(out) == available_cpus()
 
 
+def test_idle_openmp_threads_sleep_unless_the_user_chose_a_policy():
+    code = "import d2l_helpers, os; print(os.environ['OMP_WAIT_POLICY'])"
+    clean = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=clean, text=True,
+                         capture_output=True, check=True, timeout=120).stdout.strip()
+    assert out == "PASSIVE"
+    assert _python(code, OMP_WAIT_POLICY="ACTIVE") == "ACTIVE"
+
+
 def test_a_users_own_setting_wins():
     out = _python("import d2l_helpers, os; print(d2l_helpers.configure_threads())",
                   OMP_NUM_THREADS="1")
