@@ -48,7 +48,9 @@ from .training import FINETUNE_LR, History
 SCRATCH_RATES = (0.3, 0.1, 0.03, 0.01)
 BOOK_SCRATCH_RATE = 0.1
 #: The arms compared over seeds besides the scratch ones (which `study_arms` adds).
-PRETRAINED_ARMS = ("finetune", "head-row934", "head-copy934")
+#: The book's fine-tune (random head): notebook 04's run and notebook 08's "full fine-tune".
+FINETUNE_ARM = "finetune"
+PRETRAINED_ARMS = (FINETUNE_ARM, "head-row934", "head-copy934")
 SAVED_BY = "python -m d2l_helpers study"
 
 
@@ -156,7 +158,8 @@ def zero_shot_for(run, pretrained_net=None):
     from .backbones import get_backbone
     from .head_init import zero_shot
 
-    key = (run.profile.name, run.backbone, str(run.data_dir))
+    # The whole (frozen, hashable) profile: two profiles with one name and other sizes differ.
+    key = (run.profile, run.backbone, str(run.data_dir))
     if key not in _ZERO_SHOT:
         if pretrained_net is None:
             pretrained_net = get_backbone(run.backbone, pretrained=True)

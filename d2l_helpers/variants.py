@@ -99,9 +99,71 @@ def train_variant(net, details: dict[str, Any], backbone: str, *, profile=None, 
     return history
 
 
+SAVED_BY = "notebooks/08_modern_variants.ipynb"
+
+
 def run_name(method: str, seed: int) -> str:
-    """The run-store name of ``method`` on ``seed``, e.g. ``variant-lora-seed0``."""
-    return f"variant-{method.lower().replace(' ', '-').replace('-fine-tune', '')}-seed{seed}"
+    """The run-store name of ``method`` on ``seed``, e.g. ``variant-lora-seed0``.
+
+    The full fine-tune is the seed study's ``finetune`` arm (`study`: the same net, recipe
+    and loop), so its runs are the study's: ``finetune``, ``finetune-seed1``, ...
+
+    Example:
+        >>> run_name("LoRA", 0), run_name("full fine-tune", 0), run_name("full fine-tune", 2)
+        ('variant-lora-seed0', 'finetune', 'finetune-seed2')
+    """
+    if method == "full fine-tune":
+        from . import study
+
+        return study.run_name(study.FINETUNE_ARM, seed)
+    return f"variant-{method.lower().replace(' ', '-')}-seed{seed}"
+
+
+def recipe(method: str, run, seed: int) -> dict[str, Any]:
+    """Everything that determines a run of ``method`` (not the full fine-tune, which is the
+    study's `study.recipe`): the method and its settings, profile, backbone, seed, photos."""
+    from . import study
+
+    base = study.recipe(study.FINETUNE_ARM, run, seed)
+    del base["arm"]
+    return {**base, "method": method, "learning_rate": FINETUNE_LR, "head_lr_mult": 10.0,
+            "peft_lr_mult": PEFT_LR_MULT, "lora": {"rank": LORA_RANK, "alpha": LORA_ALPHA},
+            "loop": "variants.train_variant"}
+
+
+def run_variant(method: str, run, seed: int, *, replay: bool = False,
+                progress: bool | None = None) -> tuple[History, Any]:
+    """Train ``method`` on ``seed`` for ``run`` (`session.RunInfo`) and save it, or load the
+    saved run with the same recipe and code (`replay.train_or_replay`); return
+    ``(history, net)``, the net holding the run's weights.
+
+    The full fine-tune is the seed study's ``finetune`` arm (`study.run_arm`): notebook 08
+    reuses the runs of notebooks 04-05 and the main job's study step instead of training
+    them again, and its history gets the same ``method`` and ``trainable_by_kind`` entries
+    as the other methods'.
+    """
+    from .peft import trainable_summary
+    from .replay import train_or_replay
+
+    if method == "full fine-tune":
+        from . import study
+
+        net = study.build_net(study.FINETUNE_ARM, run, seed)
+        history = study.run_arm(study.FINETUNE_ARM, run, seed, net=net, replay=replay,
+                                progress=progress)
+        counts = trainable_summary(net)
+        history.config["method"] = method
+        history.config["trainable_by_kind"] = {k: counts[k] for k in
+                                               ("weight", "bias", "bn_shift", "bn_scale")}
+        return history, net
+    net, details = build_variant(method, run.backbone, seed=seed)
+    history = train_or_replay(
+        run_name(method, seed), net,
+        lambda: train_variant(net, details, run.backbone, profile=run.profile, seed=seed,
+                              progress=progress),
+        replay=replay, meta={**run.to_dict(), "seed": seed}, saved_by=SAVED_BY,
+        recipe=None if replay else recipe(method, run, seed))
+    return history, net
 
 
 def group_runs(histories: Iterable[History]) -> dict[tuple[Any, str], list[History]]:

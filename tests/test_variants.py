@@ -66,3 +66,30 @@ def test_run_config_full_fine_tune_is_100_percent():
     net = build_scratch_net("efficientnet_lite0", seed=0)
     cfg = run_config(net, get_profile("ci"), "efficientnet_lite0", 1e-4, 8, 1, 0)
     assert cfg["trainable_params"] == cfg["total_params"] == 4652008 - 1281000 + 1280 * 2 + 2
+
+
+@pytest.mark.slow
+def test_run_variant_reuses_the_studys_fine_tune_and_its_own_runs(monkeypatch, shared_hotdog,
+                                                                 capsys):
+    """Notebook 08's full fine-tune is the seed study's `finetune` run: once the study (or
+    notebook 04) has saved it, it is loaded, not trained again; other methods are reused
+    when their recipe and code match."""
+    import d2l_helpers
+    from d2l_helpers import study
+
+    monkeypatch.setenv("HOTDOG_DIR", str(shared_hotdog))
+    run = d2l_helpers.setup(seed=0, profile="ci", backbone="efficientnet_lite0")
+    trained = study.run_arm(study.FINETUNE_ARM, run, 0)
+    capsys.readouterr()
+    h, net = variants.run_variant("full fine-tune", run, 0)
+    assert "Reusing saved run 'finetune'" in capsys.readouterr().out
+    assert h.test_acc == trained.test_acc
+    assert h.config["method"] == "full fine-tune"
+    assert h.config["trainable_by_kind"]["weight"] > 0
+    first, _ = variants.run_variant("feature extraction", run, 0)
+    capsys.readouterr()
+    again, _ = variants.run_variant("feature extraction", run, 0)
+    assert "Reusing saved run 'variant-feature-extraction-seed0'" in capsys.readouterr().out
+    assert again.test_acc == first.test_acc
+    rows = variants.summarize([h, first])
+    assert [r["method"] for r in rows] == ["full fine-tune", "feature extraction"]
