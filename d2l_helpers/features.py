@@ -24,21 +24,27 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
+from . import fusion
 from .training import WEIGHT_DECAY, History, run_config, train_ch13
 
 
 def extract_features(features, data_iter, devices: Sequence):
-    """Run ``features`` in inference mode over ``data_iter``; return (X, y) on ``devices[0]``."""
+    """Run ``features`` in inference mode over ``data_iter``; return (X, y) on ``devices[0]``.
+
+    On the CPU the batches go through `fusion.inference_twin` (fused Conv+BatchNorm+ReLU6).
+    """
     from mxnet import autograd
 
     from .arrays import concat
+    from .fusion import forward
 
     dev = devices[0]
     xs, ys = [], []
     with autograd.predict_mode():
         for X, y in data_iter:
-            xs.append(features(X.as_in_context(dev)))
+            xs.append(forward(features, X.as_in_context(dev)))
             ys.append(y.as_in_context(dev))
     return concat(xs), concat(ys)
 
@@ -60,6 +66,40 @@ def feature_loaders(net, train_iter, test_iter, batch_size: int, devices: Sequen
     Xtr, ytr, Xte, yte = computed
     return (gluon.data.DataLoader(gluon.data.ArrayDataset(Xtr, ytr), batch_size, shuffle=True),
             gluon.data.DataLoader(gluon.data.ArrayDataset(Xte, yte), batch_size))
+
+
+def freeze_features(net, devices: Sequence) -> None:
+    """Freeze ``net.features`` (``grad_req = "null"``) and put the whole net on ``devices``."""
+    for p in net.features.collect_params().values():
+        p.grad_req = "null"
+    net.collect_params().reset_ctx(devices)
+
+
+def release_features(net) -> None:
+    """Free the memory the feature pass held: the hybridized graph and the fused twin."""
+    net.features._clear_cached_op()
+    fusion.release(net.features)
+
+
+def train_head(net, loaders: tuple, prof, backbone: str | None, learning_rate: float,
+               batch_size: int, num_epochs: int, seed: int, devices: Sequence,
+               callback: Callable | None, progress: bool | None,
+               feature_seconds: float, **config_extra: Any) -> History:
+    """Train ``net.output`` on feature ``loaders`` (`feature_loaders`) with the book's SGD;
+    the config says ``"mode": "cached features"`` with ``feature_seconds`` (also added to
+    epoch 0's seconds, so totals compare with a full run) and ``config_extra``."""
+    from mxnet import gluon
+
+    trainer = gluon.Trainer(net.output.collect_params(), "sgd",
+                            {"learning_rate": learning_rate, "wd": WEIGHT_DECAY})
+    config = run_config(net, prof, backbone, learning_rate, batch_size, num_epochs, seed)
+    config.update(mode="cached features", feature_seconds=feature_seconds, **config_extra)
+    history = train_ch13(net.output, *loaders, gluon.loss.SoftmaxCrossEntropyLoss(), trainer,
+                         num_epochs, devices, callback=callback, progress=progress,
+                         config=config)
+    if history.seconds:
+        history.seconds[0] += feature_seconds
+    return history
 
 
 # Features already extracted in this process, by what determines them: the profile's photos
@@ -104,9 +144,7 @@ def train_head_on_features(net, learning_rate: float, batch_size: int | None = N
     batch_size = batch_size or prof.batch_size
     num_epochs = num_epochs or prof.num_epochs
     devices = list(devices or try_all_gpus())
-    for p in net.features.collect_params().values():
-        p.grad_req = "null"
-    net.collect_params().reset_ctx(devices)
+    freeze_features(net, devices)
     test_tf = run_transforms(prof, backbone or "resnet18_v2")[1]
     start = time.perf_counter()
     splits = [run_images(split, prof) for split in ("train", "test")]
@@ -122,18 +160,9 @@ def train_head_on_features(net, learning_rate: float, batch_size: int | None = N
         _COMPUTED.clear()  # one set is enough: a notebook uses one profile and backbone
         _COMPUTED[key] = computed
     seed_everything(seed)
-    train_iter, test_iter = feature_loaders(net, None, None, batch_size, devices, computed)
+    loaders = feature_loaders(net, None, None, batch_size, devices, computed)
     feature_seconds = time.perf_counter() - start
-    net.features._clear_cached_op()
-    head = net.output
-    trainer = gluon.Trainer(head.collect_params(), "sgd",
-                            {"learning_rate": learning_rate, "wd": WEIGHT_DECAY})
-    config = run_config(net, prof, backbone, learning_rate, batch_size, num_epochs, seed)
+    release_features(net)
     # feature_seconds: what this run paid; a reused set was paid for by an earlier run
-    config.update(mode="cached features", feature_seconds=feature_seconds, features_reused=reused)
-    history = train_ch13(head, train_iter, test_iter, gluon.loss.SoftmaxCrossEntropyLoss(),
-                         trainer, num_epochs, devices, callback=callback, progress=progress,
-                         config=config)
-    if history.seconds:
-        history.seconds[0] += feature_seconds
-    return history
+    return train_head(net, loaders, prof, backbone, learning_rate, batch_size, num_epochs, seed,
+                      devices, callback, progress, feature_seconds, features_reused=reused)

@@ -127,15 +127,20 @@ def _row(net, row: int):
     return W[row], b[row]
 
 
+def _set_rows(finetune_net, rows: dict[int, tuple]) -> None:
+    """Write ``{head row: (weight row, bias)}`` into the head, leaving the other rows."""
+    W, b = finetune_net.output.weight.data(), finetune_net.output.bias.data()
+    for i, (w_row, b_row) in rows.items():
+        W[i] = w_row
+        b[i] = b_row
+    finetune_net.output.weight.set_data(W)
+    finetune_net.output.bias.set_data(b)
+
+
 def copy_row(finetune_net, pretrained_net, row: int = HOTDOG_ROW, positive: int = 0) -> None:
     """The book's initialisation: ImageNet row ``row`` into head row ``positive``; the
     other rows keep their random init."""
-    w_row, b_row = _row(pretrained_net, row)
-    W, b = finetune_net.output.weight.data(), finetune_net.output.bias.data()
-    W[positive] = w_row
-    b[positive] = b_row
-    finetune_net.output.weight.set_data(W)
-    finetune_net.output.bias.set_data(b)
+    _set_rows(finetune_net, {positive: _row(pretrained_net, row)})
 
 
 def init_from_row(finetune_net, pretrained_net, logit_threshold: float, row: int = HOTDOG_ROW,
@@ -146,15 +151,11 @@ def init_from_row(finetune_net, pretrained_net, logit_threshold: float, row: int
     both times ``scale`` (``1 / ZeroShot.logit_sd`` in the study): a positive scale changes
     no decision, only how confident the 2-way softmax is.
     """
-    W, b = finetune_net.output.weight.data(), finetune_net.output.bias.data()
-    if W.shape[0] != 2:
-        raise ValueError(f"init_from_row needs a 2-way head; this one has {W.shape[0]} rows")
+    rows = finetune_net.output.weight.shape[0]
+    if rows != 2:
+        raise ValueError(f"init_from_row needs a 2-way head; this one has {rows} rows")
     if not scale > 0:
         raise ValueError(f"scale={scale!r}: use a positive number (1 / ZeroShot.logit_sd)")
     w_row, b_row = _row(pretrained_net, row)
-    W[positive] = w_row * scale
-    b[positive] = b_row * scale
-    W[1 - positive] = 0
-    b[1 - positive] = float(logit_threshold) * scale
-    finetune_net.output.weight.set_data(W)
-    finetune_net.output.bias.set_data(b)
+    _set_rows(finetune_net, {positive: (w_row * scale, b_row * scale),
+                             1 - positive: (0, float(logit_threshold) * scale)})

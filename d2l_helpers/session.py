@@ -305,17 +305,14 @@ def _train_features(run: RunInfo, net, lr, batch_size, num_epochs, callback, pro
     `features.train_head_on_features` does on the hot-dog set)."""
     from mxnet import gluon
 
-    from .features import feature_loaders
+    from .features import feature_loaders, freeze_features, release_features, train_head
     from .runtime import seed_everything, try_all_gpus
-    from .training import WEIGHT_DECAY, run_config, train_ch13
 
     prof = run.profile
     batch_size = batch_size or prof.batch_size
     num_epochs = num_epochs or prof.num_epochs
     devices = list(try_all_gpus())
-    for p in net.features.collect_params().values():
-        p.grad_req = "null"
-    net.collect_params().reset_ctx(devices)
+    freeze_features(net, devices)
     test_tf = run.test_augs()
     start = time.perf_counter()
     if num_workers is None:
@@ -326,19 +323,11 @@ def _train_features(run: RunInfo, net, lr, batch_size, num_epochs, callback, pro
                                      num_workers=num_workers) for split in ("train", "test")]
     net.features.hybridize(static_alloc=True)
     seed_everything(run.seed)
-    train_iter, test_iter = feature_loaders(net, *loaders, batch_size, devices)
+    loaders = feature_loaders(net, *loaders, batch_size, devices)
     feature_seconds = time.perf_counter() - start
-    net.features._clear_cached_op()
-    trainer = gluon.Trainer(net.output.collect_params(), "sgd",
-                            {"learning_rate": lr, "wd": WEIGHT_DECAY})
-    config = run_config(net, prof, run.backbone, lr, batch_size, num_epochs, run.seed)
-    config.update(mode="cached features", feature_seconds=feature_seconds)
-    history = train_ch13(net.output, train_iter, test_iter,
-                         gluon.loss.SoftmaxCrossEntropyLoss(), trainer, num_epochs, devices,
-                         callback=callback, progress=progress, config=config)
-    if history.seconds:
-        history.seconds[0] += feature_seconds
-    return history
+    release_features(net)
+    return train_head(net, loaders, prof, run.backbone, lr, batch_size, num_epochs, run.seed,
+                      devices, callback, progress, feature_seconds)
 
 
 def git_commit(path: Path | None = None) -> str | None:
