@@ -39,6 +39,7 @@ Example:
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
@@ -79,12 +80,26 @@ def runs_dir() -> Path:
     return Path(os.environ.get("D2L_RUNS_DIR") or cache_dir() / "runs")
 
 
+def _code_without_docs(source: str) -> str:
+    """The module's syntax tree without docstrings (comments are not in it): what runs."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                and body and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+            node.body = body[1:]
+    return ast.dump(tree, include_attributes=False)
+
+
 def code_version() -> str:
     """A short SHA-1 of the helper package's code: every ``d2l_helpers/*.py``, by name.
 
-    Each file contributes its name and its bytes, so editing, adding, removing or renaming
-    a module changes the version. Saved with every run; replaying a run saved by other code
-    warns (`replay.ReplayMismatchWarning`).
+    Each file contributes its name and its syntax tree without docstrings, so editing code,
+    adding, removing or renaming a module changes the version, while a fixed docstring,
+    doctest or comment does not (it would otherwise orphan every saved run of an hour's
+    seed study). Saved with every run; replaying a run saved by other code warns
+    (`replay.ReplayMismatchWarning`).
 
     Example:
         >>> len(code_version())
@@ -92,7 +107,7 @@ def code_version() -> str:
     """
     sha = hashlib.sha1()
     for f in sorted(PACKAGE_DIR.glob("*.py"), key=lambda p: p.name):
-        data = f.read_bytes()
+        data = _code_without_docs(f.read_text(encoding="utf-8")).encode()
         sha.update(f"{f.name}\0{len(data)}\0".encode())
         sha.update(data)
     return sha.hexdigest()[:12]

@@ -115,6 +115,20 @@ def test_code_version_hashes_every_module_by_name(tmp_path, monkeypatch):
     assert code_version() != v2
 
 
+def test_code_version_ignores_docstrings_and_comments_not_code(tmp_path, monkeypatch):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    monkeypatch.setattr(runs, "PACKAGE_DIR", pkg)
+    src = 'def f(x):\n    """Double.\n\n    >>> f(2)\n    4\n    """\n    return 2 * x  # twice\n'
+    (pkg / "m.py").write_text('"""Module."""\n' + src)
+    v1 = code_version()
+    (pkg / "m.py").write_text('"""Module, better said."""\n' + src.replace("4\n", "4.0\n")
+                              .replace("# twice", "# two times"))
+    assert code_version() == v1
+    (pkg / "m.py").write_text('"""Module."""\n' + src.replace("2 * x", "3 * x"))
+    assert code_version() != v1
+
+
 def test_save_run_records_versions_mode_and_saver(tmp_path, array_mode):
     trained = save_tiny(saved_by="notebooks/04_fine_tuning.ipynb")
     folder = tmp_path / "runs" / "finetune"          # D2L_RUNS_DIR (conftest)
