@@ -215,7 +215,9 @@ def worker_peer(a) -> dict:
 
     if a.backbone != "efficientnet_lite0":
         raise SystemExit(f"the peer has only efficientnet_lite0, not {a.backbone}")
-    torch.set_num_threads(os.cpu_count() or 1)
+    from d2l_helpers.runtime import available_cpus
+
+    torch.set_num_threads(available_cpus())   # as ours: every CPU this process may use
     spec = backbone_spec(a.backbone)
     iters = load_data_hotdog(a.batch_size, a.image_size, a.resize, decode_size=a.resize,
                              mean=spec.mean, std=spec.std)
@@ -248,7 +250,7 @@ def worker_peer(a) -> dict:
 
     job_start = time.perf_counter()
     acc, eval_seconds = evaluate()
-    accs, rates, train_seconds, seen_all = [acc], [], 0.0, 0
+    accs, rates, train_seconds, seen_all, seen, loss_sum = [acc], [], 0.0, 0, 0, 0.0
     for _ in range(a.epochs):
         net.train()
         start, seen, loss_sum = time.perf_counter(), 0, 0.0
@@ -270,7 +272,7 @@ def worker_peer(a) -> dict:
     return {"train_examples": seen_all, "train_seconds": train_seconds,
             "eval_seconds": eval_seconds, "evaluations": len(accs),
             "job_seconds": time.perf_counter() - job_start, "test_acc": accs[-1],
-            "train_loss": loss_sum / seen, "n_test": len(iters[1]._dataset),
+            "train_loss": loss_sum / seen if seen else None, "n_test": len(iters[1]._dataset),
             "epoch_train_examples_per_sec": rates, "test_acc_per_epoch": accs,
             "torch": torch.__version__}
 

@@ -69,9 +69,10 @@ def feature_loaders(net, train_iter, test_iter, batch_size: int, devices: Sequen
 
 
 def freeze_features(net, devices: Sequence) -> None:
-    """Freeze ``net.features`` (``grad_req = "null"``) and put the whole net on ``devices``."""
-    for p in net.features.collect_params().values():
-        p.grad_req = "null"
+    """Freeze ``net.features`` (`peft.freeze`) and put the whole net on ``devices``."""
+    from .peft import freeze
+
+    freeze(net.features)
     net.collect_params().reset_ctx(devices)
 
 
@@ -81,7 +82,7 @@ def release_features(net) -> None:
     fusion.release(net.features)
 
 
-def train_head(net, loaders: tuple, prof, backbone: str | None, learning_rate: float,
+def train_head(net, loaders: tuple, *, prof, backbone: str | None, learning_rate: float,
                batch_size: int, num_epochs: int, seed: int, devices: Sequence,
                callback: Callable | None, progress: bool | None,
                feature_seconds: float, **config_extra: Any) -> History:
@@ -164,5 +165,7 @@ def train_head_on_features(net, learning_rate: float, batch_size: int | None = N
     feature_seconds = time.perf_counter() - start
     release_features(net)
     # feature_seconds: what this run paid; a reused set was paid for by an earlier run
-    return train_head(net, loaders, prof, backbone, learning_rate, batch_size, num_epochs, seed,
-                      devices, callback, progress, feature_seconds, features_reused=reused)
+    return train_head(net, loaders, prof=prof, backbone=backbone, learning_rate=learning_rate,
+                      batch_size=batch_size, num_epochs=num_epochs, seed=seed, devices=devices,
+                      callback=callback, progress=progress, feature_seconds=feature_seconds,
+                      features_reused=reused)

@@ -260,6 +260,9 @@ def lora_layers(block) -> Iterator[LoRA]:
 
 
 def _clear(block) -> None:
+    from . import fusion
+
+    fusion.clear()  # the fused inference twins were traced from the old graph
     if isinstance(block, gluon.HybridBlock):
         block._clear_cached_op()
     for child in block._children.values():

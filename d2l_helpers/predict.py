@@ -26,10 +26,10 @@ def predict_logits(net, images: Sequence, transform, devices: Sequence | None = 
                    batch_size: int = 64) -> onp.ndarray:
     """The net's outputs before the softmax, shape (len(images), classes), for HWC uint8
     images. ``transform`` is the test pipeline (e.g. `transforms.test_augs`). Runs in
-    inference mode (BatchNorm uses its running statistics), in the caller's array mode.
+    inference mode (BatchNorm uses its running statistics), in the caller's array mode,
+    through `fusion.forward` on the CPU (released when done).
     """
-    from . import arrays
-    from .fusion import forward
+    from . import arrays, fusion
     from .runtime import try_all_gpus
 
     dev = (devices or try_all_gpus())[0]
@@ -38,7 +38,8 @@ def predict_logits(net, images: Sequence, transform, devices: Sequence | None = 
         chunk = images[start:start + batch_size]
         X = [transform(img if hasattr(img, "asnumpy") else arrays.array(img, dtype="uint8"))
              for img in chunk]
-        out.append(arrays.to_numpy(forward(net, arrays.stack(X).as_in_context(dev))))
+        out.append(arrays.to_numpy(fusion.forward(net, arrays.stack(X).as_in_context(dev))))
+    fusion.release(net)  # its memory pool: a net kept for later should not hold one
     if not out:
         return onp.zeros((0, 0), dtype=onp.float32)
     return onp.concatenate(out)

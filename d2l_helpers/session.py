@@ -326,8 +326,10 @@ def _train_features(run: RunInfo, net, lr, batch_size, num_epochs, callback, pro
     loaders = feature_loaders(net, *loaders, batch_size, devices)
     feature_seconds = time.perf_counter() - start
     release_features(net)
-    return train_head(net, loaders, prof, run.backbone, lr, batch_size, num_epochs, run.seed,
-                      devices, callback, progress, feature_seconds)
+    return train_head(net, loaders, prof=prof, backbone=run.backbone, learning_rate=lr,
+                      batch_size=batch_size, num_epochs=num_epochs, seed=run.seed,
+                      devices=devices, callback=callback, progress=progress,
+                      feature_seconds=feature_seconds)
 
 
 def git_commit(path: Path | None = None) -> str | None:

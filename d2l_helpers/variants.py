@@ -145,12 +145,17 @@ def run_variant(method: str, run, seed: int, *, replay: bool = False,
     from .peft import trainable_summary
     from .replay import train_or_replay
 
+    if run.tree is not None:
+        raise ValueError(
+            f"run_variant trains on the hot-dog photos, but this run was set up on the folder "
+            f"{run.data_dir}: call d2l_helpers.setup() without a folder (notebook 08), or use "
+            "session.train_method for your own photos (notebook 09).")
     if method == "full fine-tune":
         from . import study
 
         net = study.build_net(study.FINETUNE_ARM, run, seed)
         history = study.run_arm(study.FINETUNE_ARM, run, seed, net=net, replay=replay,
-                                progress=progress)
+                                progress=progress, saved_by=SAVED_BY)
         counts = trainable_summary(net)
         history.config["method"] = method
         history.config["trainable_by_kind"] = {k: counts[k] for k in

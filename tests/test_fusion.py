@@ -117,6 +117,38 @@ def test_a_new_head_gets_a_new_twin(shared_hotdog):
     assert net not in fusion._TWINS
 
 
+def test_merging_lora_drops_the_twin_traced_from_the_unmerged_graph(shared_hotdog):
+    """merge_lora keeps the Parameters (the cache key) but changes the graph: a twin traced
+    before would add the low-rank update twice."""
+    from mxnet import autograd
+
+    from d2l_helpers.peft import add_lora, lora_layers, merge_lora
+
+    net = _finetune_net()
+    add_lora(net.features, rank=4, alpha=4.0)
+    for layer in lora_layers(net.features):       # a non-zero update, as after training
+        layer.lora_B.weight.set_data(layer.lora_B.weight.data() + 0.01)
+    x = _photos(shared_hotdog, 160)
+    with autograd.predict_mode():
+        before = net(x).asnumpy()
+    _close(fusion.forward(net, x).asnumpy(), before)
+    assert merge_lora(net.features) > 0
+    assert net not in fusion._TWINS
+    with autograd.predict_mode():
+        merged = net(x).asnumpy()
+    _close(merged, before)
+    _close(fusion.forward(net, x).asnumpy(), merged)
+
+
+def test_prediction_releases_its_twin(shared_hotdog):
+    from d2l_helpers.predict import predict_logits
+
+    net = _finetune_net()
+    images = [read_image(p) for p in sorted((shared_hotdog / "test" / "hotdog").iterdir())[:3]]
+    logits = predict_logits(net, images, transforms.test_augs(160, 183, MEAN, STD))
+    assert logits.shape == (3, 2) and net not in fusion._TWINS
+
+
 def test_evaluation_accuracy_is_the_same_fused_or_not(shared_hotdog, monkeypatch):
     """The accuracy the training loop records, on real photos, with and without fusion:
     a 2-way head that starts as ImageNet's hot-dog row (`head_init.init_from_row`)."""

@@ -174,11 +174,15 @@ def test_static_shape_changes_speed_and_memory_not_the_run():
 
     X, y = batch(14)
     data = gluon.data.DataLoader(gluon.data.ArrayDataset(X, y), batch_size=4)   # 4, 4, 4, 2
-    runs = []
+    runs, flags = [], []
     for static_shape in (False, True):
         mx.random.seed(0)
         net = conv_bn_net()
+        real = net.hybridize
+        net.hybridize = lambda *a, real=real, **kw: (flags.append(kw.get("static_shape")),
+                                                     real(*a, **kw))
         runs.append(train_fine_tuning(net, 0.05, 4, 2, data_iters=(data, data), seed=0,
                                       progress=False, static_shape=static_shape))
+    assert flags == [False, True]
     assert runs[0].train_loss == runs[1].train_loss
     assert runs[0].test_acc == runs[1].test_acc
