@@ -3,6 +3,7 @@
     cd /work/speed   # the repository root, so that `import d2l_helpers` is this checkout's
     python benchmarks/profile_step.py --backbone efficientnet_lite0 --profile cpu --steps 3
     python benchmarks/profile_step.py --backbone resnet18_v2 --profile cpu --steps 3
+    python benchmarks/profile_step.py --method LoRA --array-mode np --repo /tmp/base
 
 Builds the book's fine-tune net (``backbones.build_finetune_net``; resnet18_v2 gets random
 weights when its ImageNet weights are not cached: speed does not depend on weight values),
@@ -13,6 +14,9 @@ steps (forward + backward + ``trainer.step``, as ``training.train_batch_ch13``) 
 ``training.evaluate_accuracy_gpus`` does: oneDNN's fused Conv+BatchNorm+ReLU6 on the CPU;
 ``D2L_FUSED_INFERENCE=0`` profiles the unfused net), a summary by operator family and
 the steady-state images/s of each, timed over ``--time-steps`` steps with the profiler off.
+
+``--method`` profiles one of notebook 08's nets instead (`variants.build_variant`),
+``--array-mode np`` the NumPy arrays the notebooks use, ``--repo`` another checkout's code.
 
 The input is one synthetic batch (normal noise, random labels) of the profile's batch and
 crop size, so the numbers are compute only, no data pipeline. Profiler files go to a
@@ -30,8 +34,7 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import d2l_helpers  # noqa: E402,F401  (sets MXNet's thread count before mxnet loads)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Operator families, by name prefix (backward ops share their forward op's family).
 FAMILIES = (("conv", ("Convolution", "_sg_mkldnn_conv")),
@@ -73,10 +76,15 @@ def machine_line() -> str:
             + (f", {env}" if env else ""))
 
 
-def build_net(name: str, seed: int):
+def build_net(name: str, seed: int, method: str = "full fine-tune"):
     import mxnet as mx
 
     from d2l_helpers import backbones
+
+    if method != "full fine-tune":
+        from d2l_helpers.variants import build_variant
+
+        return build_variant(method, name, seed=seed)[0]
 
     if name == "resnet18_v2" and not backbones._resnet_file(backbones.model_dir()).exists():
         print("resnet18_v2: ImageNet weights not available here, using RANDOM weights "
@@ -118,8 +126,18 @@ def main(argv=None) -> None:
     p.add_argument("--batch-size", type=int, help="override the profile's batch size")
     p.add_argument("--static-shape", action="store_true", help="hybridize(static_shape=True)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--method", default="full fine-tune",
+                   help="notebook 08's method: full fine-tune (the book's net), BitFit, LoRA "
+                        "or residual adapters (`variants.build_variant`)")
+    p.add_argument("--array-mode", choices=("nd", "np"), default="nd",
+                   help="nd: legacy arrays (a plain script, the study); np: npx.set_np(), "
+                        "as the notebooks")
+    p.add_argument("--repo", default=REPO, help="the checkout whose d2l_helpers is profiled")
     args = p.parse_args(argv)
-
+    sys.path.insert(0, os.path.abspath(args.repo))
+    # isort: off
+    import d2l_helpers  # noqa: F401  (sets MXNet's thread count before mxnet loads)
+    # isort: on
     import mxnet as mx
     from mxnet import gluon
 
@@ -135,7 +153,11 @@ def main(argv=None) -> None:
           f"{args.warmup} warm-up, {args.steps} profiled, {args.time_steps} timed steps; "
           f"evaluation {'fused (oneDNN Conv+BN+ReLU6)' if fusion.enabled() else 'unfused'}")
 
-    net = build_net(args.backbone, args.seed)
+    if args.array_mode == "np":
+        mx.npx.set_np()
+    print(f"method {args.method}, {args.array_mode} arrays, d2l_helpers from "
+          f"{os.path.dirname(d2l_helpers.__file__)}")
+    net = build_net(args.backbone, args.seed, args.method)
     net.hybridize(static_alloc=True, static_shape=args.static_shape)
     loss = gluon.loss.SoftmaxCrossEntropyLoss()
     trainer = gluon.Trainer(net.collect_params(), "sgd",
@@ -144,6 +166,8 @@ def main(argv=None) -> None:
     mx.random.seed(args.seed)
     X = mx.nd.random.normal(shape=(batch, 3, size, size))
     y = mx.nd.array(mx.nd.random.randint(0, 2, shape=(batch,)).asnumpy().astype("float32"))
+    if args.array_mode == "np":
+        X, y = X.as_np_ndarray(), y.as_np_ndarray()
 
     def train_step():
         l, c = train_batch_ch13(net, X, y, loss, trainer, devices)

@@ -78,16 +78,62 @@ def clip(F, x, lo: float, hi: float):
 
 
 def pad_hw(F, x, before: int, after: int):
-    """Zero-pad the last two axes (H, W) of an NCHW ``x`` inside ``hybrid_forward``."""
+    """Zero-pad the last two axes (H, W) of an NCHW ``x`` inside ``hybrid_forward``.
+
+    Both array modes run MXNet's legacy ``Pad`` operator: NumPy mode's ``np.pad`` computes
+    the same zeros, but its backward pass took 2.6x as long in EfficientNet-Lite0's training
+    step (the operator profile in docs/speed-profile.md).
+    """
+    width = (0, 0, 0, 0, before, after, before, after)
     if is_np():
-        return F.np.pad(x, ((0, 0), (0, 0), (before, after), (before, after)))
-    return F.pad(x, mode="constant", pad_width=(0, 0, 0, 0, before, after, before, after))
+        return F.pad(x.as_nd_ndarray(), mode="constant", pad_width=width).as_np_ndarray()
+    return F.pad(x, mode="constant", pad_width=width)
 
 
-def convolution(F, x, weight, **kwargs):
-    """MXNet's ``Convolution`` (kernel, stride, pad, num_filter, num_group, no_bias=True)
-    inside ``hybrid_forward``."""
-    return F.npx.convolution(x, weight, **kwargs) if is_np() else F.Convolution(x, weight, **kwargs)
+def centre_kernel(F, w, k: int):
+    """The 1 x 1 kernels ``w`` (out, in, 1, 1) at the centre of k x k kernels of zeros, inside
+    ``hybrid_forward``: ``w`` times a one-hot k x k mask. (Padding ``w`` itself with ``Pad``
+    gives the same numbers but took 20-30 ms a call on 1,152 1 x 1 kernels.)"""
+    half = k // 2
+    if is_np():
+        return w * pad_hw(F, F.np.ones((1, 1, 1, 1)), half, half)
+    return F.broadcast_mul(w, pad_hw(F, F.ones(shape=(1, 1, 1, 1)), half, half))
+
+
+def convolution(F, x, weight, bias=None, **kwargs):
+    """MXNet's ``Convolution`` (kernel, stride, pad, num_filter, num_group, no_bias)
+    inside ``hybrid_forward``; ``bias`` only with ``no_bias=False``."""
+    args = (x, weight) if bias is None else (x, weight, bias)
+    return F.npx.convolution(*args, **kwargs) if is_np() else F.Convolution(*args, **kwargs)
+
+
+def reshape(F, x, shape: tuple):
+    """``x`` reshaped to ``shape`` inside ``hybrid_forward`` (either array mode)."""
+    return F.np.reshape(x, shape) if is_np() else F.reshape(x, shape=shape)
+
+
+def dot(F, a, b):
+    """Matrix product of two 2-D arrays inside ``hybrid_forward`` (either array mode)."""
+    return F.np.dot(a, b) if is_np() else F.dot(a, b)
+
+
+def param_input(p, x, frozen: bool = False):
+    """Parameter ``p`` where ``hybrid_forward`` needs it as an array although it belongs to
+    a child block: its variable while Gluon traces the graph (``x`` a symbol), else its data
+    on ``x``'s device (recorded by autograd like any input).
+
+    ``frozen=True`` puts a gradient stop on the variable. Needed, not cosmetic: MXNet 1.9's
+    ``static_alloc`` graphs compute wrong gradients for the *other* input of a sum when one
+    input is a parameter with ``grad_req='null'`` (tests/test_peft.py shows it).
+    """
+    from mxnet import symbol
+
+    if isinstance(x, symbol.Symbol):
+        v = p.var()
+        if frozen:  # BlockGrad is a legacy operator: it takes the classic symbol
+            v = symbol.BlockGrad(v.as_nd_ndarray() if isinstance(v, symbol.numpy._Symbol) else v)
+        return v.as_np_ndarray() if is_np() else v
+    return p.data(x.context)
 
 
 @contextmanager

@@ -140,6 +140,30 @@ def test_merging_lora_drops_the_twin_traced_from_the_unmerged_graph(shared_hotdo
     _close(fusion.forward(net, x).asnumpy(), merged)
 
 
+@pytest.mark.parametrize("method", ["LoRA", "residual adapters"])
+def test_the_twin_follows_adapters_that_live_in_the_weights(shared_hotdog, method):
+    """LoRA and the residual adapters build their conv weights in the graph (W + update):
+    the fused twin refolds BatchNorm into the new weights after every training step."""
+    from d2l_helpers.peft import add_adapters, add_lora
+
+    net = _finetune_net()
+    if method == "LoRA":
+        add_lora(net.features, rank=4, alpha=4.0)
+    else:
+        add_adapters(net.features)
+    for p in net.features.collect_params().values():
+        if p.grad_req != "null":
+            p.lr_mult = 50.0                      # let the adapters move visibly in 2 steps
+    net.hybridize(static_alloc=True)
+    x = _photos(shared_hotdog, 160)
+    for _ in range(2):                            # the twin must follow each update
+        before = net(x).asnumpy()
+        _close(fusion.forward(net, x).asnumpy(), before)
+        _train_step(net, x)
+        assert onp.abs(net(x).asnumpy() - before).max() > 1e-3
+    _close(fusion.forward(net, x).asnumpy(), net(x).asnumpy())
+
+
 def test_prediction_releases_its_twin(shared_hotdog):
     from d2l_helpers.predict import predict_logits
 

@@ -247,6 +247,81 @@ def test_lora_delta_in_both_modes():
                 npx.reset_np()
 
 
+@pytest.mark.parametrize("np_mode,hybridize,conv", [(False, False, (6, 1, 1, 0)),
+                                                      (False, True, (6, 3, 2, 1)),
+                                                      (True, True, (6, 1, 1, 0))])
+def test_lora_conv_is_the_branch_form_with_its_gradients(np_mode, hybridize, conv):
+    """A wrapped conv runs once with W + (alpha / r) B A: the same outputs and the same
+    gradients for A and B as the branch base(x) + B(A(x)) * scale, computed here from the
+    child layers themselves."""
+    from mxnet import npx
+    if np_mode:
+        npx.set_np()
+    try:
+        mx.random.seed(5)
+        channels, kernel, stride, pad = conv
+        layer = nn.Conv2D(channels, kernel, stride, pad, in_channels=4, use_bias=False)
+        layer.initialize(mx.init.Xavier())
+        lora = LoRA(layer, rank=2, alpha=6)
+        lora.initialize_adapters()
+        B = onp.random.RandomState(2).randn(*lora.lora_B.weight.shape).astype("float32")
+        lora.lora_B.weight.set_data(mx.np.array(B) if np_mode else nd.array(B))
+        rs = onp.random.RandomState(4).randn(2, 4, 9, 9).astype("float32")
+        x = mx.np.array(rs) if np_mode else nd.array(rs)
+        params = (lora.lora_A.weight, lora.lora_B.weight)
+
+        def run(f):
+            with autograd.record():
+                y = f(x)
+                (y * y).sum().backward()
+            return y.asnumpy(), [p.grad().asnumpy().copy() for p in params]
+
+        ref_y, ref_grads = run(lambda v: layer(v) + lora.lora_B(lora.lora_A(v)) * lora.scale)
+        if hybridize:
+            lora.hybridize(static_alloc=True)
+        y, grads = run(lora)
+        onp.testing.assert_allclose(y, ref_y, rtol=1e-4, atol=1e-4)
+        for g, ref in zip(grads, ref_grads):
+            assert onp.abs(ref).max() > 0
+            onp.testing.assert_allclose(g, ref, rtol=1e-3, atol=1e-3 * onp.abs(ref).max())
+        assert layer.weight.grad_req == "null"
+    finally:
+        if np_mode:
+            npx.reset_np()
+
+
+def test_static_alloc_needs_the_gradient_stop_on_the_frozen_weight(monkeypatch):
+    """Why `arrays.param_input` has ``frozen``: without the stop, MXNet 1.9's static_alloc
+    graph gives A and B wrong gradients (the sum W + (alpha / r) B A, W with grad_req null)."""
+    from d2l_helpers import arrays
+
+    plain = arrays.param_input
+
+    def grads(stop: bool):
+        if not stop:
+            monkeypatch.setattr(arrays, "param_input", lambda p, x, frozen=False: plain(p, x))
+        mx.random.seed(5)
+        layer = nn.Conv2D(6, 1, in_channels=4, use_bias=False)
+        layer.initialize(mx.init.Xavier())
+        lora = LoRA(layer, rank=2, alpha=6)
+        lora.initialize_adapters()
+        lora.lora_B.weight.set_data(nd.ones(lora.lora_B.weight.shape))
+        x = nd.array(onp.random.RandomState(4).randn(2, 4, 9, 9).astype("float32"))
+        with autograd.record():
+            y = layer(x) + lora.lora_B(lora.lora_A(x)) * lora.scale
+            (y * y).sum().backward()
+        ref = lora.lora_A.weight.grad().asnumpy().copy()
+        lora.hybridize(static_alloc=True)
+        with autograd.record():
+            y = lora(x)
+            (y * y).sum().backward()
+        monkeypatch.undo()
+        return onp.abs(lora.lora_A.weight.grad().asnumpy() - ref).max() / onp.abs(ref).max()
+
+    assert grads(stop=True) < 1e-5
+    assert grads(stop=False) > 0.1   # MXNet's bug; if this fails, MXNet no longer has it
+
+
 # ---------------------------------------------------------------- residual adapters
 
 def _reference_adapter(base, adapter_w, x):
@@ -285,6 +360,17 @@ def test_residual_adapter_reads_the_centre_of_each_window(channels, kernel, stri
     onp.testing.assert_allclose(block(x).asnumpy(), _reference_adapter(base, w, x), atol=1e-5)
     block.hybridize()
     onp.testing.assert_allclose(block(x).asnumpy(), _reference_adapter(base, w, x), atol=1e-5)
+    # The gradient of the loss sum(y * g) for the adapter: sum over the centre pixels x * g.
+    g = onp.random.RandomState(2).randn(*block(x).shape).astype("float32")
+    with autograd.record():
+        (block(x) * nd.array(g)).sum().backward()
+    xp = onp.pad(x.asnumpy(), ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    centre = xp[:, :, kernel // 2::stride, kernel // 2::stride][:, :, :g.shape[2], :g.shape[3]]
+    in_g = block.weight.shape[1]
+    centre = centre.reshape(2, groups, in_g, *g.shape[2:])
+    ref = onp.einsum("ngohw,ngihw->goi", g.reshape(2, groups, channels // groups, *g.shape[2:]),
+                     centre).reshape(block.weight.shape)
+    onp.testing.assert_allclose(block.weight.grad().asnumpy(), ref, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("name,expected", [("efficientnet_lite0", 17), ("resnet18_v2", 17)])
