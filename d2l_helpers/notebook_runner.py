@@ -54,8 +54,10 @@ def _png_to_jpeg(b64: str) -> str | None:
 
 def _local_paths(text: str) -> str:
     """Replace this machine's repository parent and home folder by ``..`` and ``~``."""
-    for prefix, short in ((str(REPO / "notebooks"), "."), (str(REPO), ".."),
-                          (str(REPO.parent), "../.."), (str(Path.home()), "~")):
+    prefixes = ((str(REPO / "notebooks"), "."), (str(REPO), ".."), (str(REPO.parent), "../.."),
+                (str(Path.home()), "~"))
+    # The most specific folder first: a home folder beside the clone is "~", not "../../home".
+    for prefix, short in sorted(prefixes, key=lambda ps: -len(ps[0])):
         text = text.replace(prefix + "/", short + "/").replace(prefix, short)
     return text
 

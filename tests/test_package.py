@@ -109,6 +109,22 @@ def test_compact_turns_photos_to_jpeg_and_keeps_plots_png():
     assert cell.outputs[2]["text"] == "saved to ~/x\n"
 
 
+def test_paths_are_shortened_to_the_most_specific_folder(monkeypatch):
+    """A home folder beside the clone gives "~/x", not "../../home/x"; a home folder above
+    the clone leaves the clone's paths relative to it."""
+    from pathlib import Path
+
+    from d2l_helpers import notebook_runner
+
+    repo = notebook_runner.REPO
+    monkeypatch.setattr(Path, "home", classmethod(lambda cls: repo.parent / "home"))
+    assert notebook_runner._local_paths(f"saved to {repo.parent}/home/x") == "saved to ~/x"
+    assert notebook_runner._local_paths(f"{repo.parent}/shared/data") == "../../shared/data"
+    monkeypatch.setattr(Path, "home", classmethod(lambda cls: repo.parent))
+    assert notebook_runner._local_paths(f"{repo}/build/runs") == "../build/runs"
+    assert notebook_runner._local_paths(f"{repo}/notebooks/x.jpg") == "./x.jpg"
+
+
 def test_problems_names_a_machine_path_and_widget_state(tmp_path):
     nb = {"cells": [{"cell_type": "code", "source": "", "metadata": {}, "outputs": [
         {"output_type": "stream", "name": "stdout", "text": "from /home/alice/runs/x\n"}]}],
