@@ -8,8 +8,10 @@
 * ``run``: execute the notebooks headless into ``build/notebooks`` (or ``--in-place``) and
   write ``build/results.md`` from the results the notebooks saved.
 * ``study``: the seed study of notebooks 04-06 (`study`): the scratch learning-rate sweep
-  and every compared run on the profile's seeds, saved in the run store; runs saved with
-  the same recipe and code are reused. ``run`` does it first, as its own timed step.
+  and every compared run on the profile's seeds, then notebook 08's comparison
+  (`variants.run_comparison`: five methods on seeds 0-2; ``--no-variants`` skips it), saved
+  in the run store; runs saved with the same recipe and code are reused. ``run`` does it
+  first, as its own timed step, so that the notebooks load these runs.
 * ``train FOLDER``: fine-tune (``--method finetune``, the book's recipe), train a head on
   cached features (``features``) or train from scratch (``scratch``) on any folder of
   classes (``<root>/<split>/<class>/*`` or ``<root>/<class>/*``), with a progress bar, and
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import time
 from pathlib import Path
 
 from . import configure_threads  # noqa: F401  (sets MXNet threads before mxnet loads)
@@ -184,6 +187,18 @@ def _cmd_study(args) -> int:
           "reused", flush=True)
     result = run_study(run, seeds, say=lambda line: print(line, flush=True))
     print(format_table(result))
+    if not args.no_variants:
+        from . import study, variants
+
+        print(f"Notebook 08's comparison: {', '.join(variants.METHODS)}; seeds "
+              f"{', '.join(map(str, variants.SEEDS))}", flush=True)
+        start = time.perf_counter()
+        histories, _ = variants.run_comparison(run, say=lambda line: print(line, flush=True),
+                                               saved_by=study.SAVED_BY)
+        for row in variants.summarize(histories):
+            print(f"{row['method']:<19} test acc {row['test acc mean']:.3f} "
+                  f"({row['acc min']:.3f}-{row['acc max']:.3f}), {row['seconds mean']:.0f} s a run")
+        print(f"Comparison time: {time.perf_counter() - start:.0f} s.")
     return 0
 
 
@@ -222,9 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pattern", default="[0-9][0-9]_*.ipynb")
     p.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
     p.add_argument("--no-study", action="store_true",
-                   help="skip the seed study step (notebooks 05-06 then train what is missing)")
+                   help="skip the seed study step (notebooks 05-06 and 08 then train what is missing)")
     p.set_defaults(func=_cmd_run)
-    p = sub.add_parser("study", help="the seed study of notebooks 04-06 (trains what is "
+    p = sub.add_parser("study", help="the seed study of notebooks 04-06 and 08 (trains what is "
                        "not saved yet)", description="Train, or reuse when saved with the same "
                        "recipe, the scratch sweep and every arm of `d2l_helpers.study` on "
                        "several seeds; print the table.")
@@ -233,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backbone")
     p.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     p.add_argument("--seeds", type=_positive_int, help="how many (default: the profile's)")
+    p.add_argument("--no-variants", action="store_true",
+                   help="skip notebook 08's comparison (five methods, seeds 0-2)")
     p.set_defaults(func=_cmd_study)
     p = sub.add_parser("train", help="train on a folder of classes and save the run",
                        description="Train on FOLDER (<root>/<split>/<class>/* or "

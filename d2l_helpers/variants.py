@@ -39,6 +39,8 @@ from .stats import spread
 from .training import FINETUNE_LR, History
 
 METHODS = ("full fine-tune", "feature extraction", "BitFit", "LoRA", "residual adapters")
+#: The seeds of notebook 08's comparison (`run_comparison`), trained by the study step too.
+SEEDS = (0, 1, 2)
 LORA_RANK = 8
 LORA_ALPHA = 8.0
 PEFT_LR_MULT = 10.0
@@ -94,9 +96,13 @@ def train_variant(net, details: dict[str, Any], backbone: str, *, profile=None, 
                         callback=callback, progress=progress)
     history.config.update(details)
     history.config["peak_rss_mb"] = round(mem.peak_mb, 1)
-    history.config["trainable_by_kind"] = {k: counts[k] for k in
-                                           ("weight", "bias", "bn_shift", "bn_scale")}
+    history.config["trainable_by_kind"] = _by_kind(counts)
     return history
+
+
+def _by_kind(counts: dict[str, Any]) -> dict[str, Any]:
+    """The trainable scalars by kind from a `peft.trainable_summary`."""
+    return {k: counts[k] for k in ("weight", "bias", "bn_shift", "bn_scale")}
 
 
 SAVED_BY = "notebooks/08_modern_variants.ipynb"
@@ -132,7 +138,7 @@ def recipe(method: str, run, seed: int) -> dict[str, Any]:
 
 
 def run_variant(method: str, run, seed: int, *, replay: bool = False,
-                progress: bool | None = None) -> tuple[History, Any]:
+                progress: bool | None = None, saved_by: str = SAVED_BY) -> tuple[History, Any]:
     """Train ``method`` on ``seed`` for ``run`` (`session.RunInfo`) and save it, or load the
     saved run with the same recipe and code (`replay.train_or_replay`); return
     ``(history, net)``, the net holding the run's weights.
@@ -155,20 +161,48 @@ def run_variant(method: str, run, seed: int, *, replay: bool = False,
 
         net = study.build_net(study.FINETUNE_ARM, run, seed)
         history = study.run_arm(study.FINETUNE_ARM, run, seed, net=net, replay=replay,
-                                progress=progress, saved_by=SAVED_BY)
-        counts = trainable_summary(net)
+                                progress=progress, saved_by=saved_by)
         history.config["method"] = method
-        history.config["trainable_by_kind"] = {k: counts[k] for k in
-                                               ("weight", "bias", "bn_shift", "bn_scale")}
+        history.config["trainable_by_kind"] = _by_kind(trainable_summary(net))
         return history, net
     net, details = build_variant(method, run.backbone, seed=seed)
     history = train_or_replay(
         run_name(method, seed), net,
         lambda: train_variant(net, details, run.backbone, profile=run.profile, seed=seed,
                               progress=progress),
-        replay=replay, meta={**run.to_dict(), "seed": seed}, saved_by=SAVED_BY,
+        replay=replay, meta={**run.to_dict(), "seed": seed}, saved_by=saved_by,
         recipe=None if replay else recipe(method, run, seed))
     return history, net
+
+
+def run_comparison(run, seeds: Iterable[int] = SEEDS, methods: Iterable[str] = METHODS, *,
+                   replay: bool = False, keep: Iterable[tuple[str, int]] = (),
+                   say: Callable[[str], None] | None = None, progress: bool | None = None,
+                   saved_by: str = SAVED_BY) -> tuple[list[History], dict[tuple[str, int], Any]]:
+    """Notebook 08's comparison: every method on every seed (`run_variant`: saved runs with
+    the same recipe and code are loaded), seed by seed. Returns the histories in order and
+    the nets named in ``keep`` as ``(method, seed)`` pairs (the others are let go as soon as
+    their run is saved: a net holds its weights and MXNet's memory pools).
+
+    ``say`` receives one line per run: method, seed, final test accuracy, seconds, peak RSS.
+    The study step (``python -m d2l_helpers study``) calls it too, so that the notebook
+    loads these runs in class instead of training them.
+    """
+    keep = set(keep)
+    histories: list[History] = []
+    nets: dict[tuple[str, int], Any] = {}
+    for seed in seeds:
+        for method in methods:
+            h, net = run_variant(method, run, seed, replay=replay, progress=progress,
+                                 saved_by=saved_by)
+            histories.append(h)
+            if (method, seed) in keep:
+                nets[method, seed] = net
+            del net
+            if say is not None:
+                say(f"{method:<19} seed {seed}: test acc {h.test_acc[-1]:.3f}, "
+                    f"{h.total_seconds:.0f} s, peak RSS {h.config['peak_rss_mb'] / 1024:.1f} GB")
+    return histories, nets
 
 
 def group_runs(histories: Iterable[History]) -> dict[tuple[Any, str], list[History]]:
