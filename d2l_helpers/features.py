@@ -38,13 +38,12 @@ def extract_features(features, data_iter, devices: Sequence):
     from mxnet import autograd
 
     from .arrays import concat
-    from .fusion import forward
 
     dev = devices[0]
     xs, ys = [], []
     with autograd.predict_mode():
         for X, y in data_iter:
-            xs.append(forward(features, X.as_in_context(dev)))
+            xs.append(fusion.forward(features, X.as_in_context(dev)))
             ys.append(y.as_in_context(dev))
     return concat(xs), concat(ys)
 
