@@ -82,7 +82,7 @@ def pad_hw(F, x, before: int, after: int):
 
     Both array modes run MXNet's legacy ``Pad`` operator: NumPy mode's ``np.pad`` computes
     the same zeros, but its backward pass took 2.6x as long in EfficientNet-Lite0's training
-    step (the operator profile in docs/speed-profile.md).
+    step (operator profiles of both modes in docs/speed-profile.md).
     """
     width = (0, 0, 0, 0, before, after, before, after)
     if is_np():
@@ -124,7 +124,8 @@ def param_input(p, x, frozen: bool = False):
 
     ``frozen=True`` puts a gradient stop on the variable. Needed, not cosmetic: MXNet 1.9's
     ``static_alloc`` graphs compute wrong gradients for the *other* input of a sum when one
-    input is a parameter with ``grad_req='null'`` (tests/test_peft.py shows it).
+    input is a parameter with ``grad_req='null'`` (tests/test_peft.py shows it; a known MXNet
+    bug: apache/mxnet#20293, ``elemwise_add`` hands both inputs one gradient buffer).
     """
     from mxnet import symbol
 

@@ -16,8 +16,11 @@ numbers next to a new head (which always trains in full: it is new, 2 x d + 2 nu
   weight of the layer's own shape and merges into it exactly. A wrapped conv therefore
   runs once per call with the weight ``W + (alpha / r) B A`` built in the graph (the
   branch form ``base(x) + B(A(x))`` made two more convs and two more passes over the
-  activations: this is the same function up to rounding, and faster: 1.5x the training
-  images/s on EfficientNet-Lite0, `benchmarks/variant_steps.py`). That covers 1 x 1 convs
+  activations: this is the same function up to rounding, and faster: 1.66x the training
+  images/s on EfficientNet-Lite0, docs/speed-profile.md). The base weight (and bias) stay
+  frozen: the graph stops their gradient even if ``grad_req`` is changed later, and a
+  conv built with its own ``activation`` (none here) would get it after the sum, so wrap
+  only convs without one. That covers 1 x 1 convs
   (``A`` is then a matrix too) and ``k x k`` convs such as ResNet's 3 x 3 ones
   (``kxk=True``; off by default). Grouped and depthwise convs are never wrapped: a
   depthwise 3 x 3 kernel has 9 numbers per channel, already fewer than any rank-r factor.
@@ -29,11 +32,13 @@ numbers next to a new head (which always trains in full: it is new, 2 x d + 2 nu
   depthwise ``k x k`` conv it is a depthwise 1 x 1 conv (one number per channel), beside an
   ungrouped one (ResNet's 3 x 3, EfficientNet's stem) a full 1 x 1 conv (1/9 of a 3 x 3's
   weights). It reads the centre pixel of each of the base's windows, whatever padding the
-  base uses (`ResidualAdapter`), so the two outputs always line up. 1 x 1 convs get no
+  base uses (`ResidualAdapter`), so the two outputs always line up; it is computed inside
+  the base's kernel (one conv with ``W + a``, see `ResidualAdapter`). 1 x 1 convs get no
   adapter: a parallel 1 x 1 beside a 1 x 1 would just be a second copy of its weights.
 
-`merge_lora` folds every update into its base weight (one conv per layer again, for
-inference); `unmerge_lora` takes it back out so training can go on.
+`merge_lora` folds every update into its base weight for good (for inference: the plain
+layer again, no ``B A`` product per call and no adapter parameters read); `unmerge_lora`
+takes it back out so training can go on.
 
 `param_kind` is the package's one classifier of parameters by name (weight, bias, BatchNorm
 shift, scale or running statistic) and `trainable_summary` its one count of what trains:
@@ -130,8 +135,10 @@ class LoRA(nn.HybridBlock):
     """``base(x) + (alpha / rank) * B(A(x))`` around a frozen ``Dense`` or ``Conv2D``.
 
     ``A`` starts from a Xavier draw and ``B`` from zeros, so at step 0 the block computes
-    exactly ``base(x)``. ``merge()`` adds ``(alpha / rank) B A`` to ``base.weight`` and
-    stops using the branch; ``unmerge()`` subtracts it again.
+    exactly ``base(x)``. A ``Dense`` base runs the branch ``B(A(x))`` beside it; a
+    ``Conv2D`` base runs once with the weight ``W + (alpha / rank) B A`` (module docstring).
+    ``merge()`` adds ``(alpha / rank) B A`` to ``base.weight`` for good and runs the base
+    layer alone; ``unmerge()`` subtracts it again.
 
     Example:
         >>> layer = nn.Dense(4, in_units=3); layer.initialize()
@@ -190,7 +197,7 @@ class LoRA(nn.HybridBlock):
             self.merged = True
 
     def unmerge(self) -> None:
-        """Undo `merge`: subtract the update again and use the branch."""
+        """Undo `merge`: subtract the update again and apply it on each call."""
         if self.merged:
             self.base.weight.set_data(self.base.weight.data() - self.delta())
             self.merged = False
@@ -325,7 +332,8 @@ class ResidualAdapter(nn.HybridBlock):
     with ``base``'s kernel size, stride and padding and the weight ``W + a``, ``a`` the
     1 x 1 numbers placed at the centre of a k x k kernel of zeros. That is ``base(x) +
     adapter(x)`` up to rounding, at the cost of one conv instead of two and a sum. Only the
-    1 x 1 numbers are parameters; the base's kernel must be square and odd.
+    1 x 1 numbers are parameters; the base's kernel must be square and odd, and the base
+    stays frozen (the graph stops its gradient; `add_adapters` also sets its ``grad_req``).
 
     Example:
         >>> import mxnet as mx

@@ -154,12 +154,16 @@ def test_the_twin_follows_adapters_that_live_in_the_weights(shared_hotdog, metho
     for p in net.features.collect_params().values():
         if p.grad_req != "null":
             p.lr_mult = 50.0                      # let the adapters move visibly in 2 steps
+    for p in net.output.collect_params().values():
+        p.grad_req = "null"                       # only the adapters move the logits
+    adapters = [p for p in net.features.collect_params().values() if p.grad_req != "null"]
     net.hybridize(static_alloc=True)
     x = _photos(shared_hotdog, 160)
     for _ in range(2):                            # the twin must follow each update
-        before = net(x).asnumpy()
+        before, weights = net(x).asnumpy(), [p.data().asnumpy().copy() for p in adapters]
         _close(fusion.forward(net, x).asnumpy(), before)
         _train_step(net, x)
+        assert any(onp.abs(p.data().asnumpy() - w).max() > 0 for p, w in zip(adapters, weights))
         assert onp.abs(net(x).asnumpy() - before).max() > 1e-3
     _close(fusion.forward(net, x).asnumpy(), net(x).asnumpy())
 

@@ -93,3 +93,26 @@ def test_run_variant_reuses_the_studys_fine_tune_and_its_own_runs(monkeypatch, s
     assert again.test_acc == first.test_acc
     rows = variants.summarize([h, first])
     assert [r["method"] for r in rows] == ["full fine-tune", "feature extraction"]
+
+
+def test_run_comparison_runs_seed_by_seed_keeps_only_the_nets_asked_for(monkeypatch):
+    """Notebook 08's loop and the study step: every method on every seed in order, each
+    run passed ``saved_by`` and ``replay``, one line per run, and only the kept nets."""
+    calls = []
+
+    def fake_run_variant(method, run, seed, *, replay, progress, saved_by):
+        calls.append((method, seed, replay, saved_by))
+        return _run(method, seed, 0.5 + seed / 10, 10), object()
+
+    monkeypatch.setattr(variants, "run_variant", fake_run_variant)
+    lines = []
+    histories, nets = variants.run_comparison(
+        run=None, seeds=(0, 1), methods=("LoRA", "BitFit"), replay=True,
+        keep=[("BitFit", 1)], say=lines.append, saved_by="a test")
+    assert [(m, s) for m, s, *_ in calls] == [("LoRA", 0), ("BitFit", 0), ("LoRA", 1),
+                                              ("BitFit", 1)]
+    assert all(r is True and by == "a test" for *_, r, by in calls)
+    assert [h.config["method"] for h in histories] == ["LoRA", "BitFit", "LoRA", "BitFit"]
+    assert list(nets) == [("BitFit", 1)]
+    assert len(lines) == 4 and lines[3].startswith("BitFit") and "seed 1: test acc 0.600" in lines[3]
+    assert variants.SEEDS == (0, 1, 2)
