@@ -21,9 +21,14 @@ from collections.abc import Sequence
 
 import numpy as onp
 
+# Photos per forward pass. 32, the training batch of the cpu profile: on EfficientNet-Lite0
+# (2 vCPUs, fused inference) it was the fastest of 16/32/64 at 160 and 224 px, and the
+# zero-shot pass over the 998 photos at 224 px peaked at 2.1 GB of RSS against 2.7 GB at 64
+# (docs/measurements-2026-11.md, "Memory").
+PREDICT_BATCH = 32
 
 def predict_logits(net, images: Sequence, transform, devices: Sequence | None = None,
-                   batch_size: int = 64) -> onp.ndarray:
+                   batch_size: int = PREDICT_BATCH) -> onp.ndarray:
     """The net's outputs before the softmax, shape (len(images), classes), for HWC uint8
     images. ``transform`` is the test pipeline (e.g. `transforms.test_augs`). Runs in
     inference mode (BatchNorm uses its running statistics), in the caller's array mode,
@@ -58,7 +63,7 @@ def softmax(logits: onp.ndarray) -> onp.ndarray:
 
 
 def predict_proba(net, images: Sequence, transform, devices: Sequence | None = None,
-                  batch_size: int = 64) -> onp.ndarray:
+                  batch_size: int = PREDICT_BATCH) -> onp.ndarray:
     """Softmax probabilities, shape (len(images), classes), for HWC uint8 images
     (`predict_logits` through `softmax`)."""
     logits = predict_logits(net, images, transform, devices, batch_size)

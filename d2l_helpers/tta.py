@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 import numpy as onp
 
 from .backbones import IMAGENET_MEAN, IMAGENET_STD
+from .predict import PREDICT_BATCH
 
 CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
 #: The default: the book's view and its mirror image (2 forward passes per photo).
@@ -97,7 +98,7 @@ def tta_view_probs(net, images: Sequence, size: int, resize: int,
                    mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                    views: Sequence[str] = DEFAULT_VIEWS, keep_ratio: bool = False,
                    devices: Sequence | None = None,
-                   batch_size: int = 64) -> dict[str, onp.ndarray]:
+                   batch_size: int = PREDICT_BATCH) -> dict[str, onp.ndarray]:
     """Softmax probabilities (len(images), classes) of each view, by view name.
 
     ``images`` are HWC uint8 photos (NumPy or MXNet arrays), like `data.HotdogImages` items.
@@ -111,7 +112,7 @@ def tta_view_probs(net, images: Sequence, size: int, resize: int,
 def tta_predict(net, images: Sequence, size: int, resize: int,
                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                 views: Sequence[str] = DEFAULT_VIEWS, keep_ratio: bool = False,
-                devices: Sequence | None = None, batch_size: int = 64) -> onp.ndarray:
+                devices: Sequence | None = None, batch_size: int = PREDICT_BATCH) -> onp.ndarray:
     """The probabilities of `tta_view_probs`, averaged over the views: (len(images), classes)."""
     per_view = tta_view_probs(net, images, size, resize, mean, std, views, keep_ratio,
                               devices, batch_size)
@@ -146,7 +147,7 @@ class TTAComparison:
 def compare_tta(net, images: Sequence, labels: Sequence[int], size: int, resize: int,
                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                 views: Sequence[str] = DEFAULT_VIEWS, keep_ratio: bool = False,
-                devices: Sequence | None = None, batch_size: int = 64) -> TTAComparison:
+                devices: Sequence | None = None, batch_size: int = PREDICT_BATCH) -> TTAComparison:
     """Accuracy on ``labels`` without and with TTA, and the seconds each took.
 
     Each view is predicted once and timed (``time.perf_counter``): the centre view, which
