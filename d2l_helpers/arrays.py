@@ -57,13 +57,6 @@ def softmax(x, axis: int = -1):
     return npx.softmax(x, axis=axis) if is_np() else nd.softmax(x, axis=axis)
 
 
-def matmul(a, b):
-    """Matrix product of two 2-D arrays."""
-    from mxnet import nd, np
-
-    return np.matmul(a, b) if is_np() else nd.dot(a, b)
-
-
 def to_numpy(x):
     """A host NumPy copy of an MXNet array (either mode)."""
     return x.asnumpy()
@@ -113,7 +106,14 @@ def reshape(F, x, shape: tuple):
 
 
 def dot(F, a, b):
-    """Matrix product of two 2-D arrays inside ``hybrid_forward`` (either array mode)."""
+    """Matrix product of two 2-D arrays (either array mode): inside ``hybrid_forward`` with its
+    ``F``, or imperatively with ``F = mxnet.nd``.
+
+    Example:
+        >>> from mxnet import nd
+        >>> dot(nd, nd.ones((2, 3)), nd.ones((3, 1))).asnumpy().ravel().tolist()
+        [3.0, 3.0]
+    """
     return F.np.dot(a, b) if is_np() else F.dot(a, b)
 
 

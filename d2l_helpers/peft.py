@@ -60,7 +60,7 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
-from mxnet import gluon, init
+from mxnet import gluon, init, nd
 from mxnet.gluon import nn
 
 from . import arrays
@@ -188,7 +188,7 @@ class LoRA(nn.HybridBlock):
         B = self.lora_B.weight.data()
         shape = self.base.weight.shape
         B, A = B.reshape(shape[0], self.rank), A.reshape(self.rank, -1)
-        return arrays.matmul(B, A).reshape(shape) * self.scale
+        return arrays.dot(nd, B, A).reshape(shape) * self.scale
 
     def merge(self) -> None:
         """Fold the update into ``base.weight``; the block then runs the base layer only."""
@@ -260,7 +260,7 @@ def add_lora(block, rank: int = 8, alpha: float | None = None, kxk: bool = False
     def visit(parent) -> None:
         nonlocal wrapped, trainable
         for key, child in list(parent._children.items()):
-            if isinstance(child, LoRA):
+            if isinstance(child, (LoRA, ResidualAdapter)):   # an adapted conv is left as it is
                 continue
             if isinstance(child, nn.Conv2D) and not _wrappable(child, kxk):
                 skipped["grouped/depthwise conv" if child._kwargs.get("num_group", 1) != 1
@@ -355,7 +355,7 @@ class ResidualAdapter(nn.HybridBlock):
             raise ValueError("a residual adapter goes beside a spatial conv, not a 1 x 1 one")
         if len(set(kernel)) != 1 or kernel[0] % 2 == 0:
             raise ValueError(f"a residual adapter needs a square kernel of odd size, not {kernel}")
-        self._centre = kernel[0] // 2
+        self._kernel_size = kernel[0]
         with self.name_scope():
             self.base = base
             self.weight = self.params.get("weight", shape=(base.weight.shape[0],
@@ -369,7 +369,7 @@ class ResidualAdapter(nn.HybridBlock):
     def hybrid_forward(self, F, x, weight):
         # One conv with the base's kernel plus the adapter's numbers at its centre: the same
         # function as base(x) + adapter(x) (up to rounding), without a second pass over x.
-        centred = arrays.centre_kernel(F, weight, 2 * self._centre + 1)
+        centred = arrays.centre_kernel(F, weight, self._kernel_size)
         W = arrays.param_input(self.base.weight, x, frozen=True)
         return _conv_with_weight(F, self.base, x, W + centred)
 

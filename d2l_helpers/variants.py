@@ -198,10 +198,11 @@ def run_comparison(run, seeds: Iterable[int] = SEEDS, methods: Iterable[str] = M
             histories.append(h)
             if (method, seed) in keep:
                 nets[method, seed] = net
-            del net
             if say is not None:
+                rss = h.config.get("peak_rss_mb")   # absent from runs saved before it was kept
                 say(f"{method:<19} seed {seed}: test acc {h.test_acc[-1]:.3f}, "
-                    f"{h.total_seconds:.0f} s, peak RSS {h.config['peak_rss_mb'] / 1024:.1f} GB")
+                    f"{h.total_seconds:.0f} s, peak RSS "
+                    f"{'not recorded' if rss is None else f'{rss / 1024:.1f} GB'}")
     return histories, nets
 
 

@@ -228,7 +228,7 @@ def test_one_definition_of_trainable_and_all():
 
 
 def test_lora_delta_in_both_modes():
-    """LoRA.delta is (alpha / rank) B A in nd and in NumPy mode (arrays.matmul)."""
+    """LoRA.delta is (alpha / rank) B A in nd and in NumPy mode (arrays.dot)."""
     from mxnet import npx
     for np_mode in (False, True):
         if np_mode:
@@ -443,3 +443,30 @@ def test_adapters_and_head_are_all_that_train():
     assert changed - stats <= trainable
     moved = {k for k in changed if k in trainable and not k.startswith("output.")}
     assert moved, "the zero-initialised adapters must move at step 1 (their gradient is not 0)"
+
+
+def test_add_lora_leaves_adapted_convs_alone():
+    """`add_lora` after `add_adapters` wraps no adapter's base conv: the adapted convs stay
+    ResidualAdapters and the net still computes what it did (both start as a no-op)."""
+    from d2l_helpers.peft import LoRA, ResidualAdapter, add_adapters, add_lora
+
+    net = _net("efficientnet_lite0")
+    X = _x()
+    with autograd.predict_mode():
+        before = net(X).asnumpy()
+    n_adapters = add_adapters(net.features)["wrapped"]
+    add_lora(net.features, rank=2, kxk=True)
+    blocks = []
+
+    def walk(block):
+        for child in block._children.values():
+            blocks.append(child)
+            walk(child)
+
+    walk(net.features)
+    adapters = [b for b in blocks if isinstance(b, ResidualAdapter)]
+    assert len(adapters) == n_adapters
+    assert not any(isinstance(a.base, LoRA) for a in adapters)
+    assert not any(isinstance(b, LoRA) and isinstance(b.base, ResidualAdapter) for b in blocks)
+    with autograd.predict_mode():
+        onp.testing.assert_allclose(net(X).asnumpy(), before, rtol=0, atol=1e-5)
