@@ -18,18 +18,18 @@ import os
 import sys
 import time
 
+from checkout import add_repo_argument, import_checkout  # benchmarks/checkout.py
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--repo", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                   help="the checkout whose d2l_helpers is timed (default: this one)")
+    add_repo_argument(p)
     p.add_argument("--profile", default="cpu")
     p.add_argument("--backbone", default="efficientnet_lite0")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--static-shape", action="store_true")
     a = p.parse_args(argv)
-    sys.path.insert(0, os.path.abspath(a.repo))
-    import d2l_helpers  # noqa: F401  (threads before mxnet)
+    d2l_helpers = import_checkout(a.repo)   # before mxnet: threads
     from d2l_helpers.backbones import build_finetune_net
     from d2l_helpers.session import run_loaders
     from d2l_helpers.training import FINETUNE_LR, train_fine_tuning

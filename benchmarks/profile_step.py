@@ -1,6 +1,6 @@
 """Where a training step's time goes: MXNet's aggregate operator profile of the fine-tune net.
 
-    cd /work/speed   # the repository root, so that `import d2l_helpers` is this checkout's
+    # from anywhere: the d2l_helpers timed is this checkout's, or --repo's
     python benchmarks/profile_step.py --backbone efficientnet_lite0 --profile cpu --steps 3
     python benchmarks/profile_step.py --backbone resnet18_v2 --profile cpu --steps 3
     python benchmarks/profile_step.py --method LoRA --array-mode np --repo /tmp/base
@@ -30,11 +30,10 @@ import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from checkout import add_repo_argument, import_checkout  # benchmarks/checkout.py
 
 # Operator families, by name prefix (backward ops share their forward op's family).
 FAMILIES = (("conv", ("Convolution", "_sg_mkldnn_conv")),
@@ -132,12 +131,9 @@ def main(argv=None) -> None:
     p.add_argument("--array-mode", choices=("nd", "np"), default="nd",
                    help="nd: legacy arrays (a plain script, the study); np: npx.set_np(), "
                         "as the notebooks")
-    p.add_argument("--repo", default=REPO, help="the checkout whose d2l_helpers is profiled")
+    add_repo_argument(p)
     args = p.parse_args(argv)
-    sys.path.insert(0, os.path.abspath(args.repo))
-    # isort: off
-    import d2l_helpers  # noqa: F401  (sets MXNet's thread count before mxnet loads)
-    # isort: on
+    d2l_helpers = import_checkout(args.repo)   # before mxnet: threads
     import mxnet as mx
     from mxnet import gluon
 

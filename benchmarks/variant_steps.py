@@ -20,13 +20,14 @@ import statistics
 import sys
 import time
 
+from checkout import add_repo_argument, import_checkout  # benchmarks/checkout.py
+
 METHODS = ("full fine-tune", "BitFit", "LoRA", "residual adapters")
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--repo", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                   help="the checkout whose d2l_helpers is timed (default: this one)")
+    add_repo_argument(p)
     p.add_argument("--profile", default="cpu")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--rounds", type=int, default=3)
@@ -35,10 +36,7 @@ def main(argv=None) -> int:
                    help="np: NumPy arrays, as the notebooks (npx.set_np); nd: the legacy "
                         "arrays of a plain script, as the study step")
     a = p.parse_args(argv)
-    sys.path.insert(0, os.path.abspath(a.repo))
-    # isort: off
-    import d2l_helpers  # noqa: F401  (threads before mxnet)
-    # isort: on
+    import_checkout(a.repo)   # before mxnet: it sets the thread count
     import mxnet as mx
     import numpy as onp
     from mxnet import gluon
