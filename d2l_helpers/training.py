@@ -23,7 +23,6 @@ Example:
 """
 from __future__ import annotations
 
-import gc
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -181,11 +180,6 @@ def train_ch13(net, train_iter, test_iter, loss, trainer, num_epochs: int,
     log_every = max(1, num_batches // 5)  # the book divides by this and crashes below 5
     if progress is None:
         progress = sys.stderr.isatty()
-    # A net the caller let go (a notebook rebinding `net` to the next run's) sits in a
-    # reference cycle (a Gluon block and its children point both ways) with its weights and
-    # gradients until Python's cycle collector runs: collect it before this run allocates.
-    # (docs/measurements-2026-11.md, "Memory": what notebook 06's kernel peaks at.)
-    gc.collect()
     with PeakRSS() as mem:
         _epochs(net, train_iter, test_iter, loss, trainer, num_epochs, devices, callback,
                 progress, history, num_batches, log_every)

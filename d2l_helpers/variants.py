@@ -198,6 +198,7 @@ def run_comparison(run, seeds: Iterable[int] = SEEDS, methods: Iterable[str] = M
             histories.append(h)
             if (method, seed) in keep:
                 nets[method, seed] = net
+            del net   # else the name holds this net while the next run builds and trains
             if say is not None:
                 rss = h.config.get("peak_rss_mb")   # absent from runs saved before it was kept
                 say(f"{method:<19} seed {seed}: test acc {h.test_acc[-1]:.3f}, "

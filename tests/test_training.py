@@ -186,28 +186,3 @@ def test_static_shape_changes_speed_and_memory_not_the_run():
     assert flags == [False, True]
     assert runs[0].train_loss == runs[1].train_loss
     assert runs[0].test_acc == runs[1].test_acc
-
-
-def test_train_ch13_collects_the_nets_let_go_before_it_starts():
-    """A net the caller let go sits in a reference cycle until the cycle collector runs:
-    train_ch13 collects it before its run allocates (notebook 06 trains net after net)."""
-    import gc
-    import weakref
-
-    ctx = [mx.cpu()]
-    old = small_net(ctx)
-    old.self_ref = old                      # a cycle, like a Gluon block and its children
-    gone = weakref.ref(old)
-    X, y = batch(8)
-    data = gluon.data.DataLoader(gluon.data.ArrayDataset(X, y), batch_size=4)
-    net = small_net(ctx)
-    gc.disable()                            # only train_ch13's own collection may free it
-    try:
-        del old
-        assert gone() is not None
-        train_ch13(net, data, data, gluon.loss.SoftmaxCrossEntropyLoss(),
-                   gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.1}),
-                   1, ctx, progress=False)
-        assert gone() is None
-    finally:
-        gc.enable()

@@ -116,3 +116,33 @@ def test_run_comparison_runs_seed_by_seed_keeps_only_the_nets_asked_for(monkeypa
     assert list(nets) == [("BitFit", 1)]
     assert len(lines) == 4 and lines[3].startswith("BitFit") and "seed 1: test acc 0.600" in lines[3]
     assert variants.SEEDS == (0, 1, 2)
+
+
+def test_run_comparison_lets_each_net_go_before_the_next_run(monkeypatch):
+    """A net not kept is freed before the next run builds and trains its own (a net holds
+    its weights and MXNet's buffers); a run saved without a peak RSS says so."""
+    import weakref
+
+    class Net:
+        pass
+
+    made, alive_at_start = [], []
+
+    def fake_run_variant(method, run, seed, *, replay, progress, saved_by):
+        alive_at_start.append([r() is not None for r in made])
+        net = Net()
+        made.append(weakref.ref(net))
+        h = _run(method, seed, 0.7, 10)
+        if seed == 1:
+            del h.config["peak_rss_mb"]        # a run saved before the peak was recorded
+        return h, net
+
+    monkeypatch.setattr(variants, "run_variant", fake_run_variant)
+    lines = []
+    _, nets = variants.run_comparison(run=None, seeds=(0, 1), methods=("LoRA",),
+                                      keep=[("LoRA", 0)], say=lines.append)
+    assert alive_at_start == [[], [True]]                 # seed 0's net: kept
+    _, nets = variants.run_comparison(run=None, seeds=(0, 1), methods=("LoRA",),
+                                      say=lines[:0].append)
+    assert alive_at_start[2:] == [[True, False], [True, False, False]]   # none kept
+    assert "peak RSS 0.1 GB" in lines[0] and lines[1].endswith("peak RSS not recorded")
