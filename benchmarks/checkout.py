@@ -1,5 +1,6 @@
 """Which checkout's ``d2l_helpers`` a benchmark times, shared by the benchmarks that compare
 a change with the code before it (``--repo``, e.g. a ``git worktree add /tmp/base <commit>``).
+The benchmarks import it as a sibling module: run them as ``python benchmarks/<name>.py``.
 
     p = argparse.ArgumentParser()
     add_repo_argument(p)
@@ -36,5 +37,11 @@ def import_checkout(repo: str) -> ModuleType:
     if "mxnet" in sys.modules:
         raise RuntimeError("import_checkout() must run before mxnet is imported: d2l_helpers "
                            "sets MXNet's thread count when it is imported first")
-    sys.path.insert(0, os.path.abspath(repo))
-    return importlib.import_module("d2l_helpers")
+    repo = os.path.abspath(repo)
+    sys.path.insert(0, repo)
+    module = importlib.import_module("d2l_helpers")
+    where = os.path.dirname(os.path.dirname(os.path.abspath(module.__file__)))
+    if where != repo:
+        raise RuntimeError(f"d2l_helpers came from {where}, not from --repo {repo}: pass the "
+                           "folder that holds d2l_helpers/, or run in a fresh process")
+    return module

@@ -1,6 +1,6 @@
 """Where a training step's time goes: MXNet's aggregate operator profile of the fine-tune net.
 
-    # from anywhere: the d2l_helpers timed is this checkout's, or --repo's
+    # from the repository root; the d2l_helpers profiled is this checkout's, or --repo's
     python benchmarks/profile_step.py --backbone efficientnet_lite0 --profile cpu --steps 3
     python benchmarks/profile_step.py --backbone resnet18_v2 --profile cpu --steps 3
     python benchmarks/profile_step.py --method LoRA --array-mode np --repo /tmp/base

@@ -251,7 +251,9 @@ def add_lora(block, rank: int = 8, alpha: float | None = None, kxk: bool = False
 
     Returns ``{"wrapped": n_layers, "trainable": n_adapter_scalars, "skipped": {...}}``
     where ``skipped`` counts the conv layers left alone (grouped/depthwise, k x k).
-    Call it on ``net.features`` so the new head keeps training in full.
+    Call it on ``net.features`` so the new head keeps training in full. Convs already
+    inside a `LoRA` or a `ResidualAdapter` are left as they are (not wrapped twice); like
+    everything else in ``block``, such adapters are frozen.
     """
     freeze(block)
     wrapped, trainable = 0, 0

@@ -27,12 +27,13 @@ import numpy as onp
 # (docs/measurements-2026-11.md, "Memory").
 PREDICT_BATCH = 32
 
+
 def predict_logits(net, images: Sequence, transform, devices: Sequence | None = None,
                    batch_size: int = PREDICT_BATCH) -> onp.ndarray:
     """The net's outputs before the softmax, shape (len(images), classes), for HWC uint8
     images. ``transform`` is the test pipeline (e.g. `transforms.test_augs`). Runs in
     inference mode (BatchNorm uses its running statistics), in the caller's array mode,
-    through `fusion.forward` on the CPU (released when done).
+    through `fusion.forward` on the CPU (released when done), ``batch_size`` photos at a time.
     """
     from . import arrays, fusion
     from .runtime import try_all_gpus

@@ -72,3 +72,24 @@ def test_every_contender_and_a_bad_list(pipeline, monkeypatch, tmp_path):
     assert result["ratios"]["book job s / ours job s (speed-up of the whole job)"] == 2.0
     with pytest.raises(SystemExit, match="subset of book, ours, ceiling, peer"):
         _run_main(pipeline, monkeypatch, tmp_path, "ours,tensorflow", peer=False)
+
+
+def _checkout():
+    spec = importlib.util.spec_from_file_location("checkout", REPO / "benchmarks" / "checkout.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_checkout_helper_examples_run_and_it_refuses_after_mxnet():
+    """benchmarks/checkout.py: its docstring example runs (benchmarks/ is not collected for
+    doctests), and importing a checkout after mxnet raises instead of silently timing with
+    the thread count MXNet already read."""
+    import doctest
+
+    import mxnet  # noqa: F401  (this test process has it; a benchmark must not, yet)
+
+    checkout = _checkout()
+    assert doctest.testmod(checkout).failed == 0
+    with pytest.raises(RuntimeError, match="before mxnet is imported"):
+        checkout.import_checkout(str(REPO))

@@ -468,5 +468,6 @@ def test_add_lora_leaves_adapted_convs_alone():
     assert len(adapters) == n_adapters
     assert not any(isinstance(a.base, LoRA) for a in adapters)
     assert not any(isinstance(b, LoRA) and isinstance(b.base, ResidualAdapter) for b in blocks)
+    assert all(a.weight.grad_req == "null" for a in adapters)   # frozen like the rest
     with autograd.predict_mode():
         onp.testing.assert_allclose(net(X).asnumpy(), before, rtol=0, atol=1e-5)
