@@ -93,3 +93,37 @@ def test_checkout_helper_examples_run_and_it_refuses_after_mxnet():
     assert doctest.testmod(checkout).failed == 0
     with pytest.raises(RuntimeError, match="before mxnet is imported"):
         checkout.import_checkout(str(REPO))
+
+
+def _notebook_memory():
+    spec = importlib.util.spec_from_file_location("notebook_memory",
+                                                  REPO / "benchmarks" / "notebook_memory.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_notebook_memory_reports_the_kernels_peak(tmp_path):
+    """benchmarks/notebook_memory.py runs a notebook in a fresh kernel and reads that
+    kernel's peak RSS: a cell that holds 200 MB shows at least that much."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("block = b'x' * (200 * 2**20)   # written, so resident")])
+    path = tmp_path / "holds_200_mb.ipynb"
+    nbformat.write(nb, path)
+    peak_mb, seconds = _notebook_memory().run_once(path, timeout=120)
+    assert 200 <= peak_mb < 2000 and seconds > 0
+    assert nbformat.read(path, as_version=4).cells[0].outputs == []   # not written back
+
+
+def test_notebook_memory_names_what_is_missing(tmp_path, capsys):
+    mod = _notebook_memory()
+    with pytest.raises(SystemExit):
+        mod.main([str(tmp_path / "nope.ipynb")])
+    assert "no notebook at" in capsys.readouterr().err
+    nb = tmp_path / "a.ipynb"
+    nb.write_text("{}")
+    with pytest.raises(SystemExit):
+        mod.main([str(nb), "--runs", str(tmp_path / "no-runs")])
+    assert "no saved runs at" in capsys.readouterr().err
