@@ -57,6 +57,10 @@ from .training import History
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_DIR = PACKAGE_DIR.parent
+# Modules that cannot change what a run computes, left out of `code_version`: the runner
+# that executes notebooks, and the figures and widgets drawn on top of finished numbers.
+# No other module imports them (a test checks it), so training never runs their code.
+NOT_TRAINING = frozenset({"notebook_runner.py", "plots.py", "widgets.py"})
 
 # What to run when the caller did not say (see `how_to_save`).
 GENERIC_SAVER = "the notebook or command that trains it"
@@ -97,13 +101,14 @@ def _code_without_docs(source: str) -> str:
 
 
 def code_version() -> str:
-    """A short SHA-1 of the helper package's code: every ``d2l_helpers/*.py``, by name.
+    """A short SHA-1 of the helper package's code: every ``d2l_helpers/*.py`` by name, but
+    the modules in `NOT_TRAINING` (the notebook runner, figures, widgets).
 
     Each file contributes its name and its syntax tree without docstrings, so editing code,
     adding, removing or renaming a module changes the version, while a fixed docstring,
     doctest or comment does not (it would otherwise orphan every saved run of an hour's
-    seed study). Saved with every run; replaying a run saved by other code warns
-    (`replay.ReplayMismatchWarning`).
+    seed study), nor does an edit of a module that never runs while training. Saved with
+    every run; replaying a run saved by other code warns (`replay.ReplayMismatchWarning`).
 
     Example:
         >>> len(code_version())
@@ -111,6 +116,8 @@ def code_version() -> str:
     """
     sha = hashlib.sha1()
     for f in sorted(PACKAGE_DIR.glob("*.py"), key=lambda p: p.name):
+        if f.name in NOT_TRAINING:
+            continue
         data = _code_without_docs(f.read_text(encoding="utf-8")).encode()
         sha.update(f"{f.name}\0{len(data)}\0".encode())
         sha.update(data)

@@ -115,6 +115,38 @@ def test_code_version_hashes_every_module_by_name(tmp_path, monkeypatch):
     assert code_version() != v2
 
 
+def test_code_version_leaves_out_modules_that_never_run_while_training(tmp_path, monkeypatch):
+    """Editing the notebook runner, the figures or the widgets keeps every saved run valid;
+    that is safe only because no other module imports them, checked here on the package."""
+    import ast
+
+    assert runs.NOT_TRAINING == {"notebook_runner.py", "plots.py", "widgets.py"}
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    monkeypatch.setattr(runs, "PACKAGE_DIR", pkg)
+    for name in ("training.py", *runs.NOT_TRAINING):
+        (pkg / name).write_text("x = 1\n")
+    v1 = code_version()
+    for name in runs.NOT_TRAINING:
+        (pkg / name).write_text("x = 2\n")
+    assert code_version() == v1
+    (pkg / "training.py").write_text("x = 2\n")
+    assert code_version() != v1
+
+    left_out = {name[:-3] for name in runs.NOT_TRAINING}
+    for f in sorted(runs.REPO_DIR.joinpath("d2l_helpers").glob("*.py")):
+        if f.name in runs.NOT_TRAINING or f.name == "__main__.py":   # __main__: `run` starts the runner
+            continue
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                names = {(node.module or "").split(".")[-1], *(a.name for a in node.names)}
+            elif isinstance(node, ast.Import):
+                names = {a.name.split(".")[-1] for a in node.names}
+            else:
+                continue
+            assert not names & left_out, f"{f.name} imports {names & left_out}: count it in code_version"
+
+
 def test_code_version_ignores_docstrings_and_comments_not_code(tmp_path, monkeypatch):
     pkg = tmp_path / "pkg"
     pkg.mkdir()
