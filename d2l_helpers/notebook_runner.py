@@ -247,15 +247,16 @@ def _summary(prof, rows, runs, where) -> str:
              "| notebook | status | seconds |", "|---|---|---|"]
     lines += [f"| {n} | {s} | {t:.0f} |" for n, s, t in rows]
     lines += ["", f"Runs saved in {where}:", "",
-              "| run | backbone | data | seed | epochs | test acc | train acc | seconds |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| run | backbone | data | seed | epochs | test acc | train acc | seconds "
+              "| of which evaluating |", "|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         h, c = r.history, r.history.config
         if not h.epoch:
             continue
+        share = "not recorded" if h.eval_share is None else f"{h.eval_share:.0%}"
         lines.append(f"| {r.name} | {c.get('backbone')} | {r.meta.get('data_source', '?')} | "
                      f"{c.get('seed')} | {h.epoch[-1]} | {h.test_acc[-1]:.3f} | "
-                     f"{h.train_acc[-1]:.3f} | {h.total_seconds:.0f} |")
+                     f"{h.train_acc[-1]:.3f} | {h.total_seconds:.0f} | {share} |")
     return "\n".join(lines) + "\n"
 
 

@@ -111,7 +111,7 @@ def replay_mismatches(saved: SavedRun, meta: dict[str, Any] | None) -> list[str]
     saved_code, now_code = saved.meta.get("code_version"), runs.code_version()
     if saved_code != now_code:
         diffs.append(f"code version: saved {saved_code or 'unrecorded'}, now {now_code} "
-                     "(d2l_helpers/*.py changed since the run was saved)")
+                     "(d2l_helpers' training code changed since the run was saved)")
     return diffs
 
 
@@ -119,7 +119,8 @@ def replay_curves(history: History, callback: Callable) -> None:
     """Call ``callback`` as `training.train_ch13` would, once per epoch, from ``history``:
     a ``"batch"`` event (the epoch's training numbers) then an ``"epoch"`` event; epoch 0
     (before training) has only its ``"epoch"`` event."""
-    columns = ("epoch", "train_loss", "train_acc", "test_acc", "examples_per_sec", "seconds")
+    columns = ("epoch", "train_loss", "train_acc", "test_acc", "examples_per_sec", "seconds",
+               "eval_seconds")
 
     def upto(n: int) -> History:
         return History(**{c: list(getattr(history, c)[:n]) for c in columns},

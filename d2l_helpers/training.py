@@ -45,12 +45,16 @@ class History:
     Entry 0 is epoch 0, before any update: its ``test_acc`` is measured, while
     ``train_loss``, ``train_acc`` and ``examples_per_sec`` are None (nothing trained yet).
     Runs saved before epoch 0 was recorded start at epoch 1 (`initial_test_acc` is None).
+    ``seconds`` is each epoch's wall time, evaluation included; ``eval_seconds`` the part of
+    it spent evaluating on the test set (empty for runs saved before it was recorded), so
+    `eval_share` says what the curves' per-epoch test accuracy costs a run.
 
     Example:
         >>> h = History(epoch=[0, 1], train_loss=[None, 0.5], train_acc=[None, 0.8],
-        ...             test_acc=[0.5, 0.9], examples_per_sec=[None, 20.0], seconds=[2.0, 9.0])
-        >>> h.initial_test_acc, h.test_acc[-1], h.mean_examples_per_sec
-        (0.5, 0.9, 20.0)
+        ...             test_acc=[0.5, 0.9], examples_per_sec=[None, 20.0], seconds=[2.0, 9.0],
+        ...             eval_seconds=[2.0, 1.6])
+        >>> h.initial_test_acc, h.test_acc[-1], h.mean_examples_per_sec, round(h.eval_share, 2)
+        (0.5, 0.9, 20.0, 0.33)
     """
 
     epoch: list[int] = field(default_factory=list)
@@ -60,6 +64,7 @@ class History:
     examples_per_sec: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
+    eval_seconds: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,6 +81,13 @@ class History:
     def initial_test_acc(self) -> float | None:
         """Test accuracy before any update (epoch 0), or None for a run without it."""
         return self.test_acc[0] if self.epoch and self.epoch[0] == 0 else None
+
+    @property
+    def eval_share(self) -> float | None:
+        """The share of the run's seconds spent evaluating (None when not recorded)."""
+        if not self.eval_seconds or not self.total_seconds:
+            return None
+        return float(sum(self.eval_seconds)) / self.total_seconds
 
     @property
     def mean_examples_per_sec(self) -> float | None:
@@ -199,7 +211,8 @@ def _epochs(net, train_iter, test_iter, loss, trainer, num_epochs, devices, call
     # No training has happened yet: its loss, training accuracy and speed are None.
     start = time.perf_counter()
     test_acc = evaluate_accuracy_gpus(net, test_iter, devices)
-    _record(history, 0, None, None, test_acc, None, time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    _record(history, 0, None, None, test_acc, None, seconds, seconds)
     if callback is not None:
         callback("epoch", history, epoch=0, train_loss=None, train_acc=None, test_acc=test_acc)
     for epoch in range(num_epochs):
@@ -219,21 +232,23 @@ def _epochs(net, train_iter, test_iter, loss, trainer, num_epochs, devices, call
         train_loss, train_acc = _scalar(loss_sum) / seen, _scalar(correct) / seen
         train_time = time.perf_counter() - start
         test_acc = evaluate_accuracy_gpus(net, test_iter, devices)
+        seconds = time.perf_counter() - start
         _record(history, epoch + 1, train_loss, train_acc, test_acc, seen / train_time,
-                time.perf_counter() - start)
+                seconds, seconds - train_time)
         if callback is not None:
             callback("epoch", history, epoch=epoch + 1, train_loss=train_loss,
                      train_acc=train_acc, test_acc=test_acc)
 
 
 def _record(history: History, epoch: int, train_loss, train_acc, test_acc, rate,
-            seconds: float) -> None:
+            seconds: float, eval_seconds: float) -> None:
     history.epoch.append(epoch)
     history.train_loss.append(train_loss)
     history.train_acc.append(train_acc)
     history.test_acc.append(test_acc)
     history.examples_per_sec.append(rate)
     history.seconds.append(seconds)
+    history.eval_seconds.append(eval_seconds)
 
 
 def run_config(net, prof, backbone: str | None, learning_rate: float, batch_size: int,

@@ -131,12 +131,21 @@ def test_epoch_0_is_the_accuracy_before_any_update():
     assert history.initial_test_acc == before
     assert history.examples_per_sec[0] is None and history.mean_examples_per_sec > 0
     assert history.seconds[0] > 0 and "loss" in history.summary()
+    # What evaluating costs, epoch by epoch: all of epoch 0, a part of each later epoch.
+    assert history.eval_seconds[0] == history.seconds[0]
+    assert 0 < history.eval_seconds[1] < history.seconds[1]
+    assert 0 < history.eval_share < 1
+    assert History.from_dict(history.to_dict()).eval_seconds == history.eval_seconds
 
 
 def test_a_history_saved_before_epoch_0_has_no_initial_accuracy():
     old = History(epoch=[1], train_loss=[0.6], train_acc=[0.7], test_acc=[0.8],
                   examples_per_sec=[5.0], seconds=[2.0])
     assert old.initial_test_acc is None and old.mean_examples_per_sec == 5.0
+    assert old.eval_seconds == [] and old.eval_share is None   # saved before it was recorded
+    as_saved = old.to_dict()
+    del as_saved["eval_seconds"]
+    assert History.from_dict(as_saved).eval_share is None
     assert History(epoch=[0], train_loss=[None], train_acc=[None], test_acc=[0.5],
                    examples_per_sec=[None], seconds=[1.0]).summary() == "no epochs run"
 
