@@ -4,12 +4,13 @@ Jupyter kernel, then the kernel's own peak RSS (``VmHWM`` in ``/proc/self/status
     HOTDOG_DIR=../shared/data/hotdog python benchmarks/notebook_memory.py \\
         notebooks/06_ablations.ipynb --repeat 3
 
-Each repetition executes every notebook given, in order, each in a new kernel (nbclient,
-like the main job), then one more cell in that kernel that reads its peak RSS; the notebooks
-on disk are not written. The kernels use the saved runs of ``--runs`` (default: the main
-job's ``build/runs``) through a temporary copy, so runs a notebook trains and saves do not
-touch the originals. Prints one line per execution and a JSON line with the medians,
-minima and maxima (issue 12's target: every kernel of notebooks 01-08 at most 4 GB).
+Each repetition executes every notebook given, in order, each in a new kernel started as
+the main job starts its kernels (`notebook_runner.notebook_client` and `job_environment`,
+with this checkout's ``d2l_helpers``), then one more cell in that kernel that reads its peak
+RSS; the notebooks on disk are not written. The kernels use the saved runs of ``--runs``
+(default: the main job's ``build/runs``) through a temporary copy, so runs a notebook trains
+and saves do not touch the originals. Prints one line per execution and a JSON line with the
+medians, minima and maxima (issue 12's target: every kernel of notebooks 01-08 at most 4 GB).
 """
 from __future__ import annotations
 
@@ -19,24 +20,25 @@ import os
 import platform
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # this checkout's d2l_helpers, whatever the environment installed
 PROBE = "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0])"
 
 
 def run_once(path: Path, timeout: int) -> tuple[float, float]:
     """Execute notebook ``path`` in a new kernel; return (peak RSS in MB, seconds)."""
     import nbformat
-    from nbclient import NotebookClient
+
+    from d2l_helpers.notebook_runner import notebook_client
 
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(path.parent)}})
     start = time.perf_counter()
-    with client.setup_kernel():
+    with notebook_client(nb, path.parent, timeout) as client, client.setup_kernel():
         for index, cell in enumerate(nb.cells):
             client.execute_cell(cell, index)
         secs = time.perf_counter() - start
@@ -70,7 +72,12 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="notebook-memory-") as tmp:
         runs = Path(tmp) / "runs"
         shutil.copytree(a.runs, runs)
-        os.environ.update(D2L_PROFILE=a.profile, D2L_RUNS_DIR=str(runs), D2L_REPLAY="0")
+        from d2l_helpers.notebook_runner import job_environment
+
+        os.environ.update(job_environment(a.profile, runs))
+        # the kernels import this checkout's d2l_helpers too
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO),
+                                                                 os.environ.get("PYTHONPATH")]))
         for rep in range(a.repeat):
             for nb in a.notebooks:
                 mb, s = run_once(nb.resolve(), a.timeout)

@@ -23,7 +23,10 @@ import base64
 import io
 import os
 import re
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -159,6 +162,48 @@ class Progress:
         self.bar.close()
 
 
+def job_environment(profile: str, runs: str | Path) -> dict[str, str]:
+    """The variables the main job's kernels run with: the profile, the run store, and
+    ``D2L_REPLAY=0`` (the job trains and saves every run that is not saved yet; presenter
+    mode off). `run_notebooks` and ``benchmarks/notebook_memory.py`` set them.
+
+    Example:
+        >>> job_environment("cpu", "build/runs")["D2L_REPLAY"]
+        '0'
+    """
+    return {"D2L_PROFILE": profile, "D2L_RUNS_DIR": str(runs), "D2L_REPLAY": "0"}
+
+
+@contextmanager
+def notebook_client(nb, folder: Path, timeout: int = 3600, **kwargs) -> Iterator:
+    """An nbclient ``NotebookClient`` for ``nb`` whose kernel (``python3``) starts in
+    ``folder``, so the notebook's relative paths work; ``kwargs`` go to the client.
+
+    On Linux and macOS the kernel talks to the client over Unix sockets (ZeroMQ's IPC
+    transport) in a private temporary folder, removed afterwards: nothing travels over TCP
+    and the kernel does not log ipykernel's warning about unencrypted TCP. Elsewhere
+    (Windows) it uses TCP on localhost, Jupyter's default.
+
+    Example:
+        >>> import nbformat
+        >>> nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("6 * 7")])
+        >>> with notebook_client(nb, Path("."), timeout=60) as client:
+        ...     _ = client.execute()
+        >>> nb.cells[0].outputs[0]["data"]["text/plain"]
+        '42'
+    """
+    from nbclient import NotebookClient
+    from traitlets.config import Config
+
+    with tempfile.TemporaryDirectory(prefix="d2l-kernel-") as sockets:
+        config = Config()
+        if os.name == "posix":
+            config.KernelManager.transport = "ipc"
+            config.KernelManager.ip = os.path.join(sockets, "kernel")
+        yield NotebookClient(nb, timeout=timeout, kernel_name="python3", config=config,
+                             resources={"metadata": {"path": str(folder)}}, **kwargs)
+
+
 def run_study_step(profile_name: str) -> tuple[str, float]:
     """The seed study (`study`) as its own process and timed step of the main job, before
     the notebooks: they then load its runs instead of training them. Returns (status, s)."""
@@ -183,7 +228,6 @@ def run_notebooks(nb_dir: Path, output: Path | None, profile: str | None = None,
     With ``study`` the seed study runs first, as its own timed step (`run_study_step`).
     """
     import nbformat
-    from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
     from .profiles import get_profile
@@ -191,9 +235,8 @@ def run_notebooks(nb_dir: Path, output: Path | None, profile: str | None = None,
 
     prof = get_profile(profile)
     build = (output.parent if output is not None else nb_dir.parent / "build")
-    os.environ["D2L_PROFILE"] = prof.name
-    os.environ.setdefault("D2L_RUNS_DIR", str(build / "runs"))
-    os.environ["D2L_REPLAY"] = "0"   # the main job trains and saves every run (presenter mode off)
+    os.environ.update(job_environment(prof.name, os.environ.get("D2L_RUNS_DIR",
+                                                                str(build / "runs"))))
     notebooks = sorted(nb_dir.glob(pattern))
     if not notebooks:
         print(f"No notebooks matching {pattern} in {nb_dir}")
@@ -210,11 +253,10 @@ def run_notebooks(nb_dir: Path, output: Path | None, profile: str | None = None,
         nb = nbformat.read(nb_path, as_version=4)
         start = time.perf_counter()
         progress = Progress(k, len(notebooks), nb_path.name, nb, estimates, job_start)
-        client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                                resources={"metadata": {"path": str(nb_dir)}},
-                                on_cell_complete=progress.cell_done)
         try:
-            client.execute()
+            with notebook_client(nb, nb_dir, timeout,
+                                 on_cell_complete=progress.cell_done) as client:
+                client.execute()
             status = "ok"
         except CellExecutionError as err:
             status = "FAILED"
