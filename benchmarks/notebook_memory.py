@@ -26,7 +26,12 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # this checkout's d2l_helpers, whatever the environment installed
+
+
+def _this_checkout() -> None:
+    """Import this checkout's d2l_helpers, whatever the environment installed."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
 PROBE = "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0])"
 
 
@@ -34,6 +39,7 @@ def run_once(path: Path, timeout: int) -> tuple[float, float]:
     """Execute notebook ``path`` in a new kernel; return (peak RSS in MB, seconds)."""
     import nbformat
 
+    _this_checkout()
     from d2l_helpers.notebook_runner import notebook_client
 
     nb = nbformat.read(path, as_version=4)
@@ -72,6 +78,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="notebook-memory-") as tmp:
         runs = Path(tmp) / "runs"
         shutil.copytree(a.runs, runs)
+        _this_checkout()
         from d2l_helpers.notebook_runner import job_environment
 
         os.environ.update(job_environment(a.profile, runs))

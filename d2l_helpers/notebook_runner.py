@@ -38,6 +38,9 @@ JPEG_QUALITY = 85
 # Absolute paths of a machine (POSIX home, temporary and work folders) in outputs.
 MACHINE_PATH = re.compile(r"(?<![\w.~])/(?:home|root|Users|tmp|work|var/folders|srv|mnt)/[^\s'\"<>)]*")
 MAX_NOTEBOOK_BYTES = 250_000
+# A Unix socket's path holds at most 104 (macOS) or 108 (Linux) bytes; the kernel's sockets
+# are this prefix plus "-<port>". With a longer temporary folder the kernels use TCP.
+MAX_SOCKET_PREFIX = 90
 
 
 def _png_to_jpeg(b64: str) -> str | None:
@@ -182,7 +185,8 @@ def notebook_client(nb, folder: Path, timeout: int = 3600, **kwargs) -> Iterator
     On Linux and macOS the kernel talks to the client over Unix sockets (ZeroMQ's IPC
     transport) in a private temporary folder, removed afterwards: nothing travels over TCP
     and the kernel does not log ipykernel's warning about unencrypted TCP. Elsewhere
-    (Windows) it uses TCP on localhost, Jupyter's default.
+    (Windows), or when the temporary folder's path is too long for a socket, it uses TCP on
+    localhost, Jupyter's default.
 
     Example:
         >>> import nbformat
@@ -197,9 +201,10 @@ def notebook_client(nb, folder: Path, timeout: int = 3600, **kwargs) -> Iterator
 
     with tempfile.TemporaryDirectory(prefix="d2l-kernel-") as sockets:
         config = Config()
-        if os.name == "posix":
+        ip = os.path.join(sockets, "kernel")
+        if os.name == "posix" and len(ip) <= MAX_SOCKET_PREFIX:
             config.KernelManager.transport = "ipc"
-            config.KernelManager.ip = os.path.join(sockets, "kernel")
+            config.KernelManager.ip = ip
         yield NotebookClient(nb, timeout=timeout, kernel_name="python3", config=config,
                              resources={"metadata": {"path": str(folder)}}, **kwargs)
 

@@ -58,8 +58,9 @@ from .training import History
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_DIR = PACKAGE_DIR.parent
 # Modules that cannot change what a run computes, left out of `code_version`: the runner
-# that executes notebooks, and the figures and widgets drawn on top of finished numbers.
-# No other module imports them (a test checks it), so training never runs their code.
+# that executes notebooks, and the figures and widgets drawn from the numbers. No other
+# module imports them (a test checks it); during training they run only as a notebook's
+# read-only callback (`plots.LivePlot`), whose drawing time counts in a run's seconds.
 NOT_TRAINING = frozenset({"notebook_runner.py", "plots.py", "widgets.py"})
 
 # What to run when the caller did not say (see `how_to_save`).

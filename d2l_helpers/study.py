@@ -225,6 +225,8 @@ def run_arm(arm: str, run, seed: int | None = None, *, net=None, replay: bool = 
         if warmup is not None:
             history.config["warmup"] = warmup
             history.seconds[0] += warmup["seconds"]   # epoch 0 holds the warm-up's time
+            if history.eval_seconds:                     # and its evaluations' time
+                history.eval_seconds[0] += warmup["eval_seconds"]
         return history
 
     return train_or_replay(run_name(arm, seed), net, train, replay=replay, meta=meta,
@@ -244,7 +246,8 @@ def _warm_up_head(net, spec: Arm, prof, backbone: str, seed: int) -> dict[str, A
     for name, p in net.features.collect_params().items():
         p.grad_req = grad_reqs[name]
     return {"epochs": spec.warmup_epochs, "test_acc": h.test_acc,
-            "seconds": h.total_seconds, "mode": "cached features"}
+            "seconds": h.total_seconds, "eval_seconds": sum(h.eval_seconds),
+            "mode": "cached features"}
 
 
 def choose_scratch_rate(sweep: dict[float, History]) -> float:
