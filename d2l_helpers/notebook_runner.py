@@ -6,7 +6,8 @@ paths work; executed copies go to ``output`` (or back into ``notebooks/`` with
 ``in_place``), and ``results.md`` beside them lists every saved run.
 
 Before an executed notebook is written, `compact` makes it fit for git: photos (PNG
-figures with many colours) become JPEG, widget state and per-run metadata are dropped, and
+figures with many colours) become JPEG, other figures a PNG with a 256-colour palette,
+widget state and per-run metadata are dropped, and
 absolute paths of this machine in outputs are replaced by relative ones. `problems` lists
 what would still make a committed notebook heavy or machine-specific; a test runs it over
 ``notebooks/``.
@@ -58,6 +59,23 @@ def _png_to_jpeg(b64: str) -> str | None:
     return base64.b64encode(buf.getvalue()).decode("ascii") if buf.tell() < 0.6 * len(raw) else None
 
 
+def _png_palette(b64: str) -> str | None:
+    """A figure's PNG (base64) redrawn with a palette of at most 256 colours (Pillow's
+    median cut), when that is smaller, else None. Line plots need a few hundred colours
+    (anti-aliased edges); the palette keeps them to the eye at about half the bytes."""
+    from PIL import Image
+
+    raw = base64.b64decode(b64)
+    with Image.open(io.BytesIO(raw)) as img:
+        if img.mode == "P":
+            return None
+        img.load()
+        buf = io.BytesIO()
+        img.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT).save(
+            buf, "PNG", optimize=True)
+    return base64.b64encode(buf.getvalue()).decode("ascii") if buf.tell() < len(raw) else None
+
+
 def _local_paths(text: str) -> str:
     """Replace this machine's repository parent and home folder by ``..`` and ``~``."""
     prefixes = ((str(REPO / "notebooks"), "."), (str(REPO), ".."), (str(REPO.parent), "../.."),
@@ -70,7 +88,7 @@ def _local_paths(text: str) -> str:
 
 def compact(nb) -> dict[str, int | bool]:
     """Make an executed notebook fit for git, in place; return what was changed."""
-    done = {"jpeg": 0, "widget_views": 0, "paths": 0,
+    done = {"jpeg": 0, "palette": 0, "widget_views": 0, "paths": 0,
             "widget_state": "widgets" in nb.metadata}
     nb.metadata.pop("widgets", None)  # saved widget state: ~100 KB, useless without a kernel
     for cell in nb.cells:
@@ -87,6 +105,9 @@ def compact(nb) -> dict[str, int | bool]:
                     data["image/jpeg"] = jpeg
                     out.get("metadata", {}).pop("image/png", None)
                     done["jpeg"] += 1
+                elif (palette := _png_palette(data["image/png"])) is not None:
+                    data["image/png"] = palette
+                    done["palette"] += 1
             for key in ("text", *[k for k in data if k.startswith("text/")]):
                 holder = out if key == "text" else data
                 if key in holder:

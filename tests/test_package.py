@@ -103,10 +103,19 @@ def test_compact_turns_photos_to_jpeg_and_keeps_plots_png():
                     nbformat.v4.new_output("display_data", data={"image/png": png(plot)}),
                     nbformat.v4.new_output("stream", text=f"saved to {Path.home()}/x\n")]
     nb.cells.append(cell)
+    plot_png = png(plot)
     done = notebook_runner.compact(nb)
-    assert done["jpeg"] == 1
+    assert done["jpeg"] == 1 and done["palette"] == 1
     assert "image/jpeg" in cell.outputs[0]["data"] and "image/png" in cell.outputs[1]["data"]
     assert cell.outputs[2]["text"] == "saved to ~/x\n"
+    # The plot keeps its pixels' look in a palette PNG of fewer bytes; a second pass leaves it.
+    small = cell.outputs[1]["data"]["image/png"]
+    assert len(small) < len(plot_png)
+    with Image.open(io.BytesIO(base64.b64decode(small))) as img:
+        assert img.mode == "P" and img.size == plot.size
+        diff = onp.abs(onp.asarray(img.convert("RGB"), dtype=int) - onp.asarray(plot, dtype=int))
+        assert diff.max() <= 8
+    assert notebook_runner.compact(nb)["palette"] == 0
 
 
 def test_paths_are_shortened_to_the_most_specific_folder(monkeypatch):
